@@ -1,0 +1,477 @@
+//! `ChatHub`: the one actor per process that knows who is connected.
+//!
+//! It owns the membership (session id → the session's [`Recipient<Deliver>`]
+//! and display name) and the drain state. Sessions send it [`Join`], [`Leave`]
+//! and [`Say`]; the ticker and `POST /notify` send [`Notify`]; the Redis bridge
+//! sends [`Remote`] and [`PeerCount`]; the shutdown coordinator sends [`Drain`]
+//! and [`ForceClose`]; HTTP handlers ask [`Count`]. It answers with [`Deliver`]
+//! to sessions and [`Publish`] to the bridge.
+//!
+//! Every broadcast event is serialized once here and the same [`Frame`] (a
+//! reference-counted string) is handed to every session, so the per-client cost
+//! is a mailbox push and a frame write. Local clients are served at once; only
+//! other processes' clients wait for Redis, and when Redis is away chat on this
+//! process goes on.
+//!
+//! Draining changes three things: every member (and every late joiner) gets a
+//! `shutdown_notice` with its own jittered reconnect delay, the hub tells the
+//! coordinator when the last member leaves, and [`ForceClose`] closes whoever
+//! is left with 1001.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::CloseCode;
+
+use crate::protocol::{now_ms, DisplayName, Frame, Sender, ServerEvent, ServerId, SessionId};
+
+/// A session joins: the hub welcomes it and starts delivering to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// The session's number in this process.
+    pub id: SessionId,
+    /// The checked display name shown on its messages.
+    pub name: DisplayName,
+    /// Where the hub sends its events.
+    pub session: Recipient<Deliver>,
+}
+
+/// A session is gone; stop delivering to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The session that left.
+    pub id: SessionId,
+}
+
+/// A member sent a chat message (already checked) for everyone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Say {
+    /// The sender, who gets the echo too as its delivery confirmation.
+    pub from: SessionId,
+    /// The chat text.
+    pub text: String,
+}
+
+/// A notification for every client; answers how many clients it went to.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Notify {
+    /// The notification text.
+    pub message: String,
+    /// Whether other processes' clients get it too.
+    pub scope: Scope,
+}
+
+/// How far a [`Notify`] reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This process's clients only (the periodic ticker runs in every process).
+    Local,
+    /// Every process's clients, through the Redis bridge when there is one.
+    Everywhere,
+}
+
+/// An event from another process, already serialized, for local clients only.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remote {
+    /// The event as the origin process serialized it.
+    pub frame: Frame,
+}
+
+/// The bridge's latest count of clients connected to other live processes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerCount {
+    /// Clients on every other process that shares the Redis.
+    pub clients: usize,
+}
+
+/// Begin draining; answers how many clients were told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain {
+    /// When the remaining clients will be closed.
+    pub deadline: Instant,
+    /// Told once, when the last member has left.
+    pub on_empty: Recipient<HubEmpty>,
+}
+
+/// Close every remaining session with 1001; answers how many were closed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ForceClose;
+
+/// How many sessions are connected to this process.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Count;
+
+/// What the hub hands a session.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub enum Deliver {
+    /// A serialized event to write as one text frame.
+    Event(Frame),
+    /// Close the connection with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+/// An event for the other processes, handed to the Redis bridge.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The event as this process serialized it; other processes deliver it as is.
+    pub frame: Frame,
+}
+
+/// Sent by the hub when a drain has no members left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HubEmpty;
+
+/// The shortest and longest delay a draining client is told to wait before
+/// reconnecting; spreading reconnects keeps a deploy from becoming a storm.
+const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
+
+struct Member {
+    name: DisplayName,
+    session: Recipient<Deliver>,
+}
+
+struct DrainState {
+    deadline: Instant,
+    on_empty: Option<Recipient<HubEmpty>>,
+}
+
+/// The membership of this process; see the module docs.
+pub struct ChatHub {
+    server: ServerId,
+    members: HashMap<SessionId, Member>,
+    publisher: Option<Recipient<Publish>>,
+    peer_clients: usize,
+    next_message: u64,
+    draining: Option<DrainState>,
+}
+
+impl ChatHub {
+    /// A hub for the process `server`; `publisher` (the Redis bridge) gets
+    /// every event meant for other processes.
+    pub fn new(server: ServerId, publisher: Option<Recipient<Publish>>) -> Self {
+        Self {
+            server,
+            members: HashMap::new(),
+            publisher,
+            peer_clients: 0,
+            next_message: 0,
+            draining: None,
+        }
+    }
+
+    fn next_message_id(&mut self) -> String {
+        self.next_message += 1;
+        format!("{}-m{}", self.server, self.next_message)
+    }
+
+    /// Hands `frame` to every local member; the frame is shared, not copied.
+    fn broadcast(&self, frame: &Frame) {
+        for member in self.members.values() {
+            member.session.do_send(Deliver::Event(frame.clone()));
+        }
+    }
+
+    fn publish(&self, frame: Frame) {
+        if let Some(publisher) = &self.publisher {
+            publisher.do_send(Publish { frame });
+        }
+    }
+
+    fn send_shutdown_notice(&self, session: &Recipient<Deliver>, deadline: Instant) {
+        let deadline_s = deadline.saturating_duration_since(Instant::now());
+        let frame = ServerEvent::ShutdownNotice {
+            message: "Server is shutting down; please reconnect",
+            deadline_s: deadline_s.as_secs_f64().ceil() as u64,
+            retry_after_ms: fastrand::u64(RETRY_AFTER_MS),
+            ts: now_ms(),
+        }
+        .encode();
+        session.do_send(Deliver::Event(frame));
+    }
+
+    fn tell_if_drained(&mut self) {
+        if !self.members.is_empty() {
+            return;
+        }
+        if let Some(on_empty) = self.draining.as_mut().and_then(|d| d.on_empty.take()) {
+            on_empty.do_send(HubEmpty);
+        }
+    }
+}
+
+impl Actor for ChatHub {
+    type Context = Context<Self>;
+}
+
+impl Handler<Join> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _: &mut Self::Context) {
+        let client_id = msg.id.client_id(&self.server);
+        let welcome = ServerEvent::Welcome {
+            client_id: &client_id,
+            name: msg.name.as_str(),
+            online: self.members.len() + 1 + self.peer_clients,
+            server: self.server.as_str(),
+            ts: now_ms(),
+        }
+        .encode();
+        msg.session.do_send(Deliver::Event(welcome));
+        if let Some(drain) = &self.draining {
+            // Accepted just before the drain began: it leaves like the others.
+            self.send_shutdown_notice(&msg.session, drain.deadline);
+        }
+        log::debug!("joined client_id={client_id} name={:?}", msg.name.as_str());
+        self.members.insert(
+            msg.id,
+            Member {
+                name: msg.name,
+                session: msg.session,
+            },
+        );
+    }
+}
+
+impl Handler<Leave> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        if self.members.remove(&msg.id).is_some() {
+            log::debug!("left client_id={}", msg.id.client_id(&self.server));
+            self.tell_if_drained();
+        }
+    }
+}
+
+impl Handler<Say> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Say, _: &mut Self::Context) {
+        // A sender that left while its message was in flight has no name to
+        // show; its last words are dropped with it.
+        let Some(name) = self.members.get(&msg.from).map(|m| m.name.clone()) else {
+            return;
+        };
+        let id = self.next_message_id();
+        let client_id = msg.from.client_id(&self.server);
+        let frame = ServerEvent::Echo {
+            id: &id,
+            message: &msg.text,
+            from: Sender {
+                id: &client_id,
+                name: name.as_str(),
+            },
+            ts: now_ms(),
+        }
+        .encode();
+        self.broadcast(&frame);
+        self.publish(frame);
+    }
+}
+
+impl Handler<Notify> for ChatHub {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Notify, _: &mut Self::Context) -> usize {
+        let id = self.next_message_id();
+        let frame = ServerEvent::Notification {
+            id: &id,
+            message: &msg.message,
+            ts: now_ms(),
+        }
+        .encode();
+        self.broadcast(&frame);
+        match msg.scope {
+            Scope::Local => self.members.len(),
+            Scope::Everywhere => {
+                self.publish(frame);
+                self.members.len() + self.peer_clients
+            }
+        }
+    }
+}
+
+impl Handler<Remote> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Remote, _: &mut Self::Context) {
+        self.broadcast(&msg.frame);
+    }
+}
+
+impl Handler<PeerCount> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerCount, _: &mut Self::Context) {
+        self.peer_clients = msg.clients;
+    }
+}
+
+impl Handler<Drain> for ChatHub {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> usize {
+        for member in self.members.values() {
+            self.send_shutdown_notice(&member.session, msg.deadline);
+        }
+        self.draining = Some(DrainState {
+            deadline: msg.deadline,
+            on_empty: Some(msg.on_empty),
+        });
+        self.tell_if_drained();
+        self.members.len()
+    }
+}
+
+impl Handler<ForceClose> for ChatHub {
+    type Result = usize;
+
+    fn handle(&mut self, _: ForceClose, _: &mut Self::Context) -> usize {
+        for member in self.members.values() {
+            member
+                .session
+                .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+        }
+        // Members leave as their sessions stop, which tells the coordinator.
+        self.members.len()
+    }
+}
+
+impl Handler<Count> for ChatHub {
+    type Result = usize;
+
+    fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
+        self.members.len()
+    }
+}
+
+/// How long until `deadline`, rounded up to whole seconds, for logs and `/status`.
+pub fn seconds_left(deadline: Instant) -> u64 {
+    let left: Duration = deadline.saturating_duration_since(Instant::now());
+    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    /// Stands in for a session: forwards every delivery to a channel.
+    struct Probe(mpsc::UnboundedSender<Deliver>);
+
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Deliver> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    fn probe() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<Deliver>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Probe(tx).start().recipient(), rx)
+    }
+
+    async fn next_event(rx: &mut mpsc::UnboundedReceiver<Deliver>) -> serde_json::Value {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Deliver::Event(frame))) => serde_json::from_str(&frame).unwrap(),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    fn join(hub: &Addr<ChatHub>, name: &str) -> mpsc::UnboundedReceiver<Deliver> {
+        let (session, rx) = probe();
+        hub.do_send(Join {
+            id: SessionId::next(),
+            name: DisplayName::parse(name, 32).unwrap(),
+            session,
+        });
+        rx
+    }
+
+    #[actix_rt::test]
+    async fn a_say_reaches_every_member_with_the_same_bytes() {
+        let hub = ChatHub::new(ServerId::generate(), None).start();
+        let (ana_session, mut ana) = probe();
+        let ana_id = SessionId::next();
+        hub.do_send(Join {
+            id: ana_id,
+            name: DisplayName::parse("ana", 32).unwrap(),
+            session: ana_session,
+        });
+        let mut bo = join(&hub, "bo");
+        assert_eq!(next_event(&mut ana).await["type"], "welcome");
+        assert_eq!(next_event(&mut bo).await["online"], 2);
+
+        hub.do_send(Say {
+            from: ana_id,
+            text: "hi".into(),
+        });
+
+        let (a, b) = (next_event(&mut ana).await, next_event(&mut bo).await);
+        assert_eq!(a, b);
+        assert_eq!(a["type"], "echo");
+        assert_eq!(a["from"]["name"], "ana");
+    }
+
+    #[actix_rt::test]
+    async fn a_drain_tells_every_member_and_reports_when_the_last_leaves() {
+        struct Watcher(mpsc::UnboundedSender<()>);
+        impl Actor for Watcher {
+            type Context = Context<Self>;
+        }
+        impl Handler<HubEmpty> for Watcher {
+            type Result = ();
+            fn handle(&mut self, _: HubEmpty, _: &mut Self::Context) {
+                let _ = self.0.send(());
+            }
+        }
+        let hub = ChatHub::new(ServerId::generate(), None).start();
+        let (session, mut rx) = probe();
+        let id = SessionId::next();
+        hub.do_send(Join {
+            id,
+            name: DisplayName::guest(id),
+            session,
+        });
+        let (empty_tx, mut empty_rx) = mpsc::unbounded_channel();
+        let deadline = Instant::now() + Duration::from_secs(30);
+
+        let told = hub
+            .send(Drain {
+                deadline,
+                on_empty: Watcher(empty_tx).start().recipient(),
+            })
+            .await
+            .unwrap();
+
+        assert_eq!(told, 1);
+        next_event(&mut rx).await; // welcome
+        let notice = next_event(&mut rx).await;
+        assert_eq!(notice["type"], "shutdown_notice");
+        assert_eq!(notice["deadline_s"], 30);
+        let retry = notice["retry_after_ms"].as_u64().unwrap();
+        assert!(RETRY_AFTER_MS.contains(&retry), "{retry}");
+        assert!(empty_rx.try_recv().is_err(), "not empty yet");
+        hub.do_send(Leave { id });
+        tokio::time::timeout(Duration::from_secs(5), empty_rx.recv())
+            .await
+            .expect("told when the last member left");
+    }
+}

@@ -1,0 +1,251 @@
+//! `WsSession`: one actor per WebSocket connection.
+//!
+//! It owns the client's side of things: the heartbeat clock, the rate-limit
+//! buckets, the display name and any fragmented message being put together.
+//! Frames from the client are checked here and only well-formed chat reaches
+//! the hub as [`Say`]; everything else gets an `error` event or a close code.
+//! From the hub it receives [`Deliver`]: pre-serialized events to write as they
+//! are, or the order to close.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web::web::BytesMut;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+
+use crate::actors::chat_hub::{ChatHub, Deliver, Join, Leave, Say};
+use crate::config::Limits;
+use crate::protocol::{
+    now_ms, parse_frame, ClientFrame, DisplayName, FrameError, ServerEvent, SessionId,
+};
+use crate::rate_limit::TokenBucket;
+use crate::state::ConnectionPermit;
+use crate::transport::Backlog;
+
+/// A message arriving in fragments, kept until its last frame.
+struct Fragments {
+    text: bool,
+    bytes: BytesMut,
+}
+
+/// One connected client; see the module docs.
+pub struct WsSession {
+    id: SessionId,
+    name: DisplayName,
+    hub: Addr<ChatHub>,
+    limits: Arc<Limits>,
+    last_seen: Instant,
+    /// Chat messages allowed, refilled at RATE_LIMIT_PER_SEC.
+    rate: TokenBucket,
+    /// Refusals tolerated before a flood counts as abuse and is closed.
+    patience: TokenBucket,
+    backlog: Rc<Backlog>,
+    fragments: Option<Fragments>,
+    closing: bool,
+    _permit: ConnectionPermit,
+}
+
+impl WsSession {
+    /// A session for a client that asked for `name`, or a guest name.
+    pub fn new(
+        name: Option<DisplayName>,
+        hub: Addr<ChatHub>,
+        limits: Arc<Limits>,
+        backlog: Rc<Backlog>,
+        permit: ConnectionPermit,
+    ) -> Self {
+        let id = SessionId::next();
+        Self {
+            id,
+            name: name.unwrap_or_else(|| DisplayName::guest(id)),
+            rate: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
+            patience: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
+            hub,
+            limits,
+            last_seen: Instant::now(),
+            backlog,
+            fragments: None,
+            closing: false,
+            _permit: permit,
+        }
+    }
+
+    /// Sends the client an `error` event; the connection stays open.
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, error: &FrameError) {
+        let message = error.to_string();
+        ctx.text(
+            ServerEvent::Error {
+                message: &message,
+                ts: now_ms(),
+            }
+            .encode(),
+        );
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        ctx.close(Some(CloseReason {
+            code,
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        if !self.rate.try_take(now) {
+            if self.patience.try_take(now) {
+                self.refuse(ctx, &FrameError::RateLimited);
+            } else {
+                log::info!("closing a flooding client={}", self.id);
+                self.close(ctx, CloseCode::Policy, "rate limit exceeded");
+            }
+            return;
+        }
+        match parse_frame(text, self.limits.max_message_bytes) {
+            Ok(ClientFrame::Chat { text }) => self.hub.do_send(Say {
+                from: self.id,
+                text,
+            }),
+            Err(error) => self.refuse(ctx, &error),
+        }
+    }
+
+    /// Puts fragmented messages back together, within MAX_FRAME_BYTES.
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (start, chunk, last) = match item {
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
+        };
+        let fragments = match (start, self.fragments.as_mut()) {
+            (Some(text), None) => self.fragments.insert(Fragments {
+                text,
+                bytes: BytesMut::new(),
+            }),
+            (None, Some(fragments)) => fragments,
+            _ => return self.close(ctx, CloseCode::Protocol, "unexpected continuation frame"),
+        };
+        if fragments.bytes.len() + chunk.len() > self.limits.max_frame_bytes {
+            return self.close(ctx, CloseCode::Size, "message too big");
+        }
+        fragments.bytes.extend_from_slice(&chunk);
+        if !last {
+            return;
+        }
+        let Fragments { text, bytes } = self.fragments.take().expect("inserted above");
+        if !text {
+            return self.refuse(ctx, &FrameError::Binary);
+        }
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => self.on_text(text, ctx),
+            Err(_) => self.close(ctx, CloseCode::Invalid, "invalid UTF-8"),
+        }
+    }
+
+    fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+        let (code, reason) = match &error {
+            ProtocolError::Overflow => (CloseCode::Size, "message too big"),
+            // actix reports a text frame that is not UTF-8 as an I/O error
+            // carrying the UTF-8 error's text.
+            ProtocolError::Io(io) if io.to_string().contains("utf-8") => {
+                (CloseCode::Invalid, "invalid UTF-8")
+            }
+            _ => (CloseCode::Protocol, "protocol error"),
+        };
+        log::debug!("websocket protocol error client={}: {error}", self.id);
+        self.close(ctx, code, reason);
+    }
+
+    /// Pings the client, and closes it if it has been silent too long.
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.last_seen.elapsed() > self.limits.client_timeout {
+            log::info!("closing a silent client={}", self.id);
+            return self.close(ctx, CloseCode::Policy, "heartbeat timeout");
+        }
+        ctx.ping(b"");
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.hub.do_send(Join {
+            id: self.id,
+            name: self.name.clone(),
+            session: ctx.address().recipient(),
+        });
+        ctx.run_interval(self.limits.heartbeat_interval, |act, ctx| {
+            act.heartbeat(ctx)
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.hub.do_send(Leave { id: self.id });
+    }
+}
+
+impl Handler<Deliver> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        match msg {
+            Deliver::Event(frame) => {
+                if self.backlog.bytes() > self.limits.max_pending_bytes {
+                    log::warn!(
+                        "closing a slow consumer client={} pending_bytes={}",
+                        self.id,
+                        self.backlog.bytes()
+                    );
+                    return self.close(
+                        ctx,
+                        CloseCode::Policy,
+                        "too slow: output backlog over limit",
+                    );
+                }
+                ctx.text(frame);
+            }
+            Deliver::Close(code, reason) => self.close(ctx, code, reason),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
+    fn handle(&mut self, frame: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        self.last_seen = Instant::now();
+        match frame {
+            Ok(ws::Message::Text(text)) if self.fragments.is_none() => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) if self.fragments.is_none() => {
+                self.refuse(ctx, &FrameError::Binary)
+            }
+            Ok(ws::Message::Text(_) | ws::Message::Binary(_)) => self.close(
+                ctx,
+                CloseCode::Protocol,
+                "new message inside a fragmented one",
+            ),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                self.closing = true;
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(error) => self.on_protocol_error(error, ctx),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Settings read once at start-up from the environment (and `.env`).
+//!
+//! Every setting has a default, so an empty environment runs one process on
+//! 127.0.0.1:8000 with no Redis. A value that does not parse stops start-up
+//! with one [`ConfigError`] line naming the variable, the value and what was
+//! expected; after that every value is trusted and carries its unit.
+
+use std::time::Duration;
+
+/// A setting whose value could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// Where the Redis bridge connects, when cross-process relay is wanted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// A `redis://` URL, from `REDIS_URL` or built from `REDIS_HOST`/`REDIS_PORT`.
+    pub url: String,
+    /// The pub/sub channel every chatd process of one chat shares.
+    pub channel: String,
+    /// Events held for other processes while Redis is away; the oldest go first.
+    pub outbox_capacity: usize,
+}
+
+/// Per-connection limits, shared by every session of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest chat text in bytes; longer text gets an `error` event.
+    pub max_message_bytes: usize,
+    /// Largest WebSocket message (one frame, or a fragmented message in total);
+    /// larger closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Chat messages a client may send per second, on average.
+    pub rate_per_second: u32,
+    /// Chat messages a client may send at once after being quiet.
+    pub rate_burst: u32,
+    /// WebSocket connections this process accepts at once; more get 503.
+    pub max_connections: usize,
+    /// Output waiting for a client that does not read; past it the client is
+    /// closed with 1008.
+    pub max_pending_bytes: usize,
+    /// Longest display name, in characters.
+    pub max_name_chars: usize,
+    /// How often the server pings each client.
+    pub heartbeat_interval: Duration,
+    /// A client that sent no frame (not even a pong) for this long is closed.
+    pub client_timeout: Duration,
+}
+
+/// Which browser origins may open a WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `ALLOWED_ORIGINS` unset: a browser's `Origin` must name the host it asked.
+    SameHost,
+    /// `ALLOWED_ORIGINS=*`.
+    Any,
+    /// An explicit comma-separated list such as `https://chat.example.com`.
+    List(Vec<String>),
+}
+
+/// Everything chatd reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub api_host: String,
+    /// 0 binds any free port; the bound address is logged.
+    pub api_port: u16,
+    pub workers: usize,
+    pub redis: Option<RedisSettings>,
+    /// An env_logger filter such as `info` or `chatd=debug`; `RUST_LOG` wins.
+    pub log_level: String,
+    /// How long a drain waits for clients to leave before closing them.
+    pub shutdown_timeout: Duration,
+    /// How often a drain logs its progress.
+    pub shutdown_progress_interval: Duration,
+    /// How often every client gets a periodic notification; `None` is off.
+    pub periodic_notification: Option<Duration>,
+    pub limits: Limits,
+    pub allowed_origins: AllowedOrigins,
+    /// When set, `POST /notify` needs `Authorization: Bearer <token>`.
+    pub notify_token: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment. Call `dotenvy::dotenv()` first to
+    /// include a `.env` file.
+    ///
+    /// # Errors
+    /// The first setting whose value cannot be used.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process
+    /// environment. Empty values count as unset.
+    ///
+    /// # Errors
+    /// The first setting whose value cannot be used.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&|key| lookup(key).filter(|v| !v.trim().is_empty()));
+        let limits = Limits {
+            max_message_bytes: env.number("MAX_MESSAGE_BYTES", 4096, 1..=1 << 20)?,
+            max_frame_bytes: env.number("MAX_FRAME_BYTES", 64 * 1024, 64..=16 << 20)?,
+            rate_per_second: env.number("RATE_LIMIT_PER_SEC", 10, 1..=1_000_000)?,
+            rate_burst: env.number("RATE_LIMIT_BURST", 20, 1..=1_000_000)?,
+            max_connections: env.number("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
+            max_pending_bytes: env.number("MAX_PENDING_BYTES", 1 << 20, 1024..=1 << 30)?,
+            max_name_chars: env.number("MAX_NAME_CHARS", 32, 1..=256)?,
+            heartbeat_interval: env.seconds("HEARTBEAT_INTERVAL", 10, 1)?,
+            client_timeout: env.seconds("CLIENT_TIMEOUT", 30, 1)?,
+        };
+        if limits.max_message_bytes > limits.max_frame_bytes {
+            return Err(ConfigError {
+                var: "MAX_MESSAGE_BYTES",
+                value: limits.max_message_bytes.to_string(),
+                expected: "a size no larger than MAX_FRAME_BYTES",
+            });
+        }
+        let periodic = env.seconds("PERIODIC_NOTIFICATION", 10, 0)?;
+        Ok(Config {
+            api_host: env.text("API_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            api_port: env.number("API_PORT", 8000, 0..=u16::MAX)?,
+            workers: env.number("WORKERS", default_workers(), 1..=1024)?,
+            redis: redis_settings(&env)?,
+            log_level: log_level(&env)?,
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 1800, 0)?,
+            shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL", 5, 1)?,
+            periodic_notification: (!periodic.is_zero()).then_some(periodic),
+            limits,
+            allowed_origins: allowed_origins(&env),
+            notify_token: env.text("NOTIFY_TOKEN"),
+        })
+    }
+
+    /// The defaults, as an empty environment gives them.
+    pub fn default_for_tests() -> Self {
+        Self::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
+    let url = match (env.text("REDIS_URL"), env.text("REDIS_HOST")) {
+        (Some(url), _) => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(env.invalid("REDIS_URL", "a URL such as redis://127.0.0.1:6379"));
+            }
+            url
+        }
+        (None, Some(host)) => {
+            let port: u16 = env.number("REDIS_PORT", 6379, 1..=u16::MAX)?;
+            format!("redis://{host}:{port}")
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(RedisSettings {
+        url,
+        channel: env
+            .text("REDIS_CHANNEL")
+            .unwrap_or_else(|| "chatd:events".into()),
+        outbox_capacity: env.number("REDIS_OUTBOX", 10_000, 1..=10_000_000)?,
+    }))
+}
+
+fn log_level(env: &Env) -> Result<String, ConfigError> {
+    let Some(level) = env.text("LOG_LEVEL") else {
+        return Ok("info".into());
+    };
+    let lower = level.to_ascii_lowercase();
+    match lower.as_str() {
+        "off" | "error" | "warn" | "warning" | "info" | "debug" | "trace" | "critical" => {
+            Ok(match lower.as_str() {
+                "warning" => "warn".into(),
+                "critical" => "error".into(),
+                _ => lower,
+            })
+        }
+        _ => Err(env.invalid("LOG_LEVEL", "one of error, warn, info, debug, trace, off")),
+    }
+}
+
+fn allowed_origins(env: &Env) -> AllowedOrigins {
+    match env.text("ALLOWED_ORIGINS") {
+        None => AllowedOrigins::SameHost,
+        Some(list) if list.trim() == "*" => AllowedOrigins::Any,
+        Some(list) => AllowedOrigins::List(
+            list.split(',')
+                .map(|origin| origin.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+        ),
+    }
+}
+
+/// The lookup, with the parsing helpers that turn a bad value into a
+/// [`ConfigError`].
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn text(&self, var: &str) -> Option<String> {
+        (self.0)(var).map(|v| v.trim().to_string())
+    }
+
+    fn invalid(&self, var: &'static str, expected: &'static str) -> ConfigError {
+        ConfigError {
+            var,
+            value: (self.0)(var).unwrap_or_default(),
+            expected,
+        }
+    }
+
+    fn number<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display,
+    {
+        let Some(raw) = self.text(var) else {
+            return Ok(default);
+        };
+        match raw.parse::<T>() {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(self.invalid(var, expected_range(var))),
+        }
+    }
+
+    fn seconds(&self, var: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
+        self.number(var, default, min..=u64::MAX / 4)
+            .map(Duration::from_secs)
+    }
+}
+
+/// What each numeric setting accepts, in words for the start-up error line.
+fn expected_range(var: &str) -> &'static str {
+    match var {
+        "API_PORT" => "a port number from 0 to 65535 (0 = any free port)",
+        "REDIS_PORT" => "a port number from 1 to 65535",
+        "WORKERS" => "a whole number of worker threads from 1 to 1024",
+        "PERIODIC_NOTIFICATION" | "SHUTDOWN_TIMEOUT" => "a whole number of seconds, 0 or more",
+        "HEARTBEAT_INTERVAL" | "CLIENT_TIMEOUT" | "SHUTDOWN_PROGRESS_INTERVAL" => {
+            "a whole number of seconds, 1 or more"
+        }
+        "MAX_FRAME_BYTES" => "a size in bytes from 64 to 16777216",
+        "MAX_PENDING_BYTES" => "a size in bytes from 1024 to 1073741824",
+        "MAX_MESSAGE_BYTES" => "a size in bytes from 1 to 1048576",
+        "MAX_NAME_CHARS" => "a whole number of characters from 1 to 256",
+        _ => "a positive whole number",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_documented_defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.api_host, "127.0.0.1");
+        assert_eq!(config.api_port, 8000);
+        assert_eq!(config.redis, None);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(1800));
+        assert_eq!(config.periodic_notification, Some(Duration::from_secs(10)));
+        assert_eq!(config.limits.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(config.limits.client_timeout, Duration::from_secs(30));
+        assert_eq!(config.allowed_origins, AllowedOrigins::SameHost);
+        assert_eq!(config.log_level, "info");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_the_value_and_the_expectation() {
+        let cases = [
+            ("API_PORT", "abc"),
+            ("API_PORT", "70000"),
+            ("PERIODIC_NOTIFICATION", "-1"),
+            ("SHUTDOWN_TIMEOUT", "soon"),
+            ("WORKERS", "0"),
+            ("LOG_LEVEL", "loud"),
+            ("REDIS_URL", "localhost:6379"),
+            ("HEARTBEAT_INTERVAL", "0"),
+        ];
+        for (var, value) in cases {
+            let err = parse(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var, "{var}={value}");
+            let line = err.to_string();
+            assert!(line.contains(var) && line.contains(value), "{line}");
+            assert!(line.contains("expected"), "{line}");
+        }
+    }
+
+    #[test]
+    fn periodic_notification_zero_turns_the_ticker_off() {
+        let config = parse(&[("PERIODIC_NOTIFICATION", "0")]).unwrap();
+        assert_eq!(config.periodic_notification, None);
+    }
+
+    #[test]
+    fn redis_host_and_port_build_a_url_and_redis_url_wins() {
+        let config = parse(&[("REDIS_HOST", "redis"), ("REDIS_PORT", "6380")]).unwrap();
+        assert_eq!(config.redis.unwrap().url, "redis://redis:6380");
+        let config = parse(&[("REDIS_URL", "redis://a:1/0"), ("REDIS_HOST", "b")]).unwrap();
+        assert_eq!(config.redis.unwrap().url, "redis://a:1/0");
+    }
+
+    #[test]
+    fn allowed_origins_accepts_a_star_or_a_list() {
+        let any = parse(&[("ALLOWED_ORIGINS", "*")]).unwrap();
+        assert_eq!(any.allowed_origins, AllowedOrigins::Any);
+        let list = parse(&[("ALLOWED_ORIGINS", "https://A.example/, http://b.example")]).unwrap();
+        assert_eq!(
+            list.allowed_origins,
+            AllowedOrigins::List(vec!["https://a.example".into(), "http://b.example".into()])
+        );
+    }
+
+    #[test]
+    fn log_level_accepts_python_style_names() {
+        assert_eq!(
+            parse(&[("LOG_LEVEL", "WARNING")]).unwrap().log_level,
+            "warn"
+        );
+        assert_eq!(parse(&[("LOG_LEVEL", "DEBUG")]).unwrap().log_level, "debug");
+    }
+}

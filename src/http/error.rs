@@ -1,0 +1,76 @@
+//! Every expected HTTP failure, answered as JSON: `{"status":"error","message":…}`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// What went wrong with a request; each variant's doc names its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; the text says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: `/notify` needs `Authorization: Bearer <NOTIFY_TOKEN>`.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// 403: a browser page from another origin tried to open a socket.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// 404: no such route.
+    #[error("not found")]
+    NotFound,
+    /// 405: the route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: a body or message over its limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 503 with `Retry-After`: the process is draining for shutdown.
+    #[error("server is shutting down; try again shortly")]
+    Draining,
+    /// 503 with `Retry-After`: MAX_CONNECTIONS reached.
+    #[error("too many connections; try again shortly")]
+    TooManyConnections,
+    /// 500: something unexpected, already logged where it happened.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Draining | ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Draining | ApiError::TooManyConnections => {
+                response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.json(json!({ "status": "error", "message": self.to_string() }))
+    }
+}
+
+/// The default service: unknown routes get a JSON 404.
+pub async fn not_found() -> HttpResponse {
+    ApiError::NotFound.error_response()
+}
+
+/// For known routes called with the wrong method.
+pub async fn method_not_allowed() -> HttpResponse {
+    ApiError::MethodNotAllowed.error_response()
+}

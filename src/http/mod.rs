@@ -1,0 +1,72 @@
+//! The HTTP side: routes, shared state and the JSON error type.
+
+mod error;
+mod notify;
+mod page;
+mod status;
+mod ws;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::web;
+
+pub use error::ApiError;
+pub use page::render as render_page;
+
+use crate::actors::chat_hub::ChatHub;
+use crate::config::{Config, Limits};
+use crate::protocol::ServerId;
+use crate::state::{ConnectionLimiter, Lifecycle};
+
+/// What every handler shares, built once at start-up.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub limits: Arc<Limits>,
+    pub hub: Addr<ChatHub>,
+    pub server: ServerId,
+    pub lifecycle: Arc<Lifecycle>,
+    pub connections: ConnectionLimiter,
+    /// The rendered chat page.
+    pub page: web::Bytes,
+    /// Where `static/` is served from.
+    pub static_dir: PathBuf,
+}
+
+impl AppState {
+    /// The Redis bridge's state for `/status`.
+    pub fn redis_status(&self) -> serde_json::Value {
+        serde_json::json!({ "state": "disabled" })
+    }
+}
+
+/// Wires every route. `state` must be in the app data.
+pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(page::index))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/ws")
+            .route(web::get().to(ws::upgrade))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/notify")
+            .route(web::post().to(notify::notify))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .route("/status", web::get().to(status::status))
+    .route("/healthz", web::get().to(status::healthz))
+    .route("/readyz", web::get().to(status::readyz))
+    .service(
+        web::scope("/static")
+            .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "public, max-age=3600")))
+            .service(actix_files::Files::new("", &state.static_dir)),
+    )
+    .default_service(web::to(error::not_found));
+}

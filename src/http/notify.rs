@@ -1,0 +1,132 @@
+//! `POST /notify`: a notification for every connected client.
+//!
+//! The message comes from the query (`?message=…`) or a JSON body
+//! (`{"message":…}`); the query wins when both are given. When NOTIFY_TOKEN is
+//! set the request needs `Authorization: Bearer <token>`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::actors::chat_hub::{Notify, Scope};
+use crate::http::{ApiError, AppState};
+
+/// The largest body `/notify` reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+struct MessageParam {
+    message: Option<String>,
+}
+
+pub async fn notify(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.config.notify_token {
+        authorize(&req, token)?;
+    }
+    if state.lifecycle.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let body = read_body(payload).await?;
+    let message = message_from(&req, &body)?;
+    let limit = state.config.limits.max_message_bytes;
+    if message.len() > limit {
+        return Err(ApiError::TooLarge(format!(
+            "message is {} bytes; the limit is {limit}",
+            message.len()
+        )));
+    }
+    let sent = state
+        .hub
+        .send(Notify {
+            message,
+            scope: Scope::Everywhere,
+        })
+        .await
+        .map_err(|err| {
+            log::error!("notify: the hub did not answer: {err}");
+            ApiError::Internal
+        })?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "success",
+        "message": format!("Notification sent to {sent} clients"),
+    })))
+}
+
+async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|err| ApiError::BadRequest(format!("reading the body failed: {err}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::TooLarge(format!(
+                "body is over {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn message_from(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
+    let query = web::Query::<MessageParam>::from_query(req.query_string())
+        .map_err(|_| ApiError::BadRequest("query string is malformed".into()))?;
+    let message = match query.into_inner().message {
+        Some(message) => message,
+        None if body.iter().all(u8::is_ascii_whitespace) => String::new(),
+        None => serde_json::from_slice::<MessageParam>(body)
+            .map_err(|_| {
+                ApiError::BadRequest(r#"body must be JSON such as {"message":"Hello"}"#.into())
+            })?
+            .message
+            .unwrap_or_default(),
+    };
+    if message.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "message is missing or empty: use ?message=… or a JSON body {\"message\":…}".into(),
+        ));
+    }
+    Ok(message)
+}
+
+fn authorize(req: &HttpRequest, token: &str) -> Result<(), ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken does
+/// not reveal how much of a guessed token was right. (The length can leak; the
+/// token's length is not the secret.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret!"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+}

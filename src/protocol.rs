@@ -1,0 +1,317 @@
+//! The wire format: JSON text frames, client → server and server → client.
+//!
+//! Clients send `{"type":"notification","message":"Hello!"}` (or
+//! `"type":"message"`). The server sends the events of [`ServerEvent`], each
+//! with `type` and `ts` (Unix milliseconds). An event is serialized once into a
+//! [`Frame`], and that frame is cloned (a reference count) for every receiver.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+
+/// A serialized event, shared by every session it is delivered to.
+pub type Frame = ByteString;
+
+/// Identifies one chatd process across every process sharing a Redis:
+/// its pid and a random suffix, since containers all run as pid 1.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServerId(String);
+
+impl ServerId {
+    pub fn generate() -> Self {
+        Self(format!(
+            "{}-{:06x}",
+            std::process::id(),
+            fastrand::u32(..0x100_0000)
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A connection's number within this process, handed out by a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// The next unused id of this process.
+    pub fn next() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id clients see: unique across processes because it names the server.
+    pub fn client_id(self, server: &ServerId) -> String {
+        format!("{server}-{self}")
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// A display name that passed [`DisplayName::parse`]: trimmed, 1 to
+/// `max_chars` characters, letters, digits, spaces and `_-.'` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisplayName(String);
+
+/// Why a requested display name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name must not be empty")]
+    Empty,
+    #[error("name must be at most {0} characters")]
+    TooLong(usize),
+    #[error("name may contain only letters, digits, spaces and _ - . '")]
+    BadCharacter,
+}
+
+impl DisplayName {
+    /// # Errors
+    /// [`NameError`] says what is wrong with `raw`.
+    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, NameError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.chars().count() > max_chars {
+            return Err(NameError::TooLong(max_chars));
+        }
+        let allowed = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.' | '\'');
+        if !name.chars().all(allowed) {
+            return Err(NameError::BadCharacter);
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    /// A name for a client that asked for none, such as `guest-42`.
+    pub fn guest(id: SessionId) -> Self {
+        Self(format!("guest-{}", id.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A client frame that passed [`parse_frame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// A chat message for everyone.
+    Chat { text: String },
+}
+
+/// Why a client frame was refused; the text goes back in an `error` event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame is not valid JSON")]
+    NotJson,
+    #[error("frame must be a JSON object with a \"type\" field")]
+    NotAnObject,
+    #[error("frame has no \"type\" field")]
+    MissingType,
+    #[error("unknown type {0:?}; send {{\"type\":\"notification\",\"message\":\"...\"}}")]
+    UnknownType(String),
+    #[error("\"message\" must be a string")]
+    MessageNotText,
+    #[error("message is empty")]
+    EmptyMessage,
+    #[error("message is {size} bytes; the limit is {limit}")]
+    MessageTooLong { size: usize, limit: usize },
+    #[error("binary frames are not supported; send JSON text")]
+    Binary,
+    #[error("too many messages; slow down")]
+    RateLimited,
+}
+
+/// Parses one client text frame.
+///
+/// # Errors
+/// [`FrameError`] says what was wrong, in words meant for the client.
+pub fn parse_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, FrameError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+    let serde_json::Value::Object(mut fields) = value else {
+        return Err(FrameError::NotAnObject);
+    };
+    let kind = match fields.get("type") {
+        None | Some(serde_json::Value::Null) => return Err(FrameError::MissingType),
+        Some(serde_json::Value::String(kind)) => kind.as_str(),
+        Some(other) => return Err(FrameError::UnknownType(other.to_string())),
+    };
+    if kind != "notification" && kind != "message" {
+        return Err(FrameError::UnknownType(kind.to_string()));
+    }
+    let text = match fields.remove("message") {
+        Some(serde_json::Value::String(text)) => text,
+        None | Some(serde_json::Value::Null) => return Err(FrameError::EmptyMessage),
+        Some(_) => return Err(FrameError::MessageNotText),
+    };
+    if text.trim().is_empty() {
+        return Err(FrameError::EmptyMessage);
+    }
+    if text.len() > max_message_bytes {
+        return Err(FrameError::MessageTooLong {
+            size: text.len(),
+            limit: max_message_bytes,
+        });
+    }
+    Ok(ClientFrame::Chat { text })
+}
+
+/// Who sent a chat message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sender<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+/// Every event the server sends. Build one, then [`ServerEvent::encode`] it
+/// once for all receivers.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent<'a> {
+    Welcome {
+        client_id: &'a str,
+        name: &'a str,
+        online: usize,
+        server: &'a str,
+        ts: u64,
+    },
+    Echo {
+        id: &'a str,
+        message: &'a str,
+        from: Sender<'a>,
+        ts: u64,
+    },
+    Notification {
+        id: &'a str,
+        message: &'a str,
+        ts: u64,
+    },
+    ShutdownNotice {
+        message: &'a str,
+        deadline_s: u64,
+        retry_after_ms: u64,
+        ts: u64,
+    },
+    Error {
+        message: &'a str,
+        ts: u64,
+    },
+}
+
+impl ServerEvent<'_> {
+    /// The event as a JSON text frame.
+    pub fn encode(&self) -> Frame {
+        serde_json::to_string(self)
+            .expect("server events hold only strings and numbers")
+            .into()
+    }
+}
+
+/// Now, in Unix milliseconds, for `ts` fields.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_type_names_parse_as_chat() {
+        for kind in ["notification", "message"] {
+            let frame = format!(r#"{{"type":"{kind}","message":"hi"}}"#);
+            assert_eq!(
+                parse_frame(&frame, 100),
+                Ok(ClientFrame::Chat { text: "hi".into() })
+            );
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused_with_a_reason() {
+        let cases = [
+            ("not json", "hello", FrameError::NotJson),
+            ("array", "[1,2]", FrameError::NotAnObject),
+            ("number", "42", FrameError::NotAnObject),
+            ("null", "null", FrameError::NotAnObject),
+            ("no type", r#"{"message":"x"}"#, FrameError::MissingType),
+            (
+                "unknown type",
+                r#"{"type":"dance","message":"x"}"#,
+                FrameError::UnknownType("dance".into()),
+            ),
+            (
+                "number message",
+                r#"{"type":"message","message":5}"#,
+                FrameError::MessageNotText,
+            ),
+            (
+                "no message",
+                r#"{"type":"message"}"#,
+                FrameError::EmptyMessage,
+            ),
+            (
+                "blank",
+                r#"{"type":"message","message":" \n\t"}"#,
+                FrameError::EmptyMessage,
+            ),
+            (
+                "too long",
+                r#"{"type":"message","message":"abcdefghijk"}"#,
+                FrameError::MessageTooLong {
+                    size: 11,
+                    limit: 10,
+                },
+            ),
+        ];
+        for (what, frame, expected) in cases {
+            assert_eq!(parse_frame(frame, 10), Err(expected), "{what}");
+        }
+    }
+
+    #[test]
+    fn display_names_are_checked() {
+        assert_eq!(DisplayName::parse("  Ana ", 10).unwrap().as_str(), "Ana");
+        assert_eq!(DisplayName::parse("José_1", 10).unwrap().as_str(), "José_1");
+        assert_eq!(DisplayName::parse(" ", 10), Err(NameError::Empty));
+        assert_eq!(
+            DisplayName::parse("abcdefghijk", 10),
+            Err(NameError::TooLong(10))
+        );
+        assert_eq!(
+            DisplayName::parse("<b>x</b>", 10),
+            Err(NameError::BadCharacter)
+        );
+    }
+
+    #[test]
+    fn events_carry_their_type_tag() {
+        let frame = ServerEvent::Notification {
+            id: "m1",
+            message: "hi",
+            ts: 5,
+        }
+        .encode();
+        let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(value["type"], "notification");
+        assert_eq!(value["message"], "hi");
+        assert_eq!(value["ts"], 5);
+    }
+}

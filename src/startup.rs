@@ -1,0 +1,200 @@
+//! Building and running the application: the listener, the actors and the
+//! HTTP server. `main` and the tests call the same [`Application::build`].
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::{http::header, web, App, HttpServer};
+
+use crate::actors::chat_hub::ChatHub;
+use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCoordinator};
+use crate::actors::ticker::Ticker;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::protocol::ServerId;
+use crate::state::{ConnectionLimiter, Lifecycle};
+use crate::transport;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot render the chat page from {dir}: {source}")]
+    Page { dir: String, source: tera::Error },
+}
+
+/// A running chatd: its address, and the handles to stop it.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    server_id: ServerId,
+    coordinator: Addr<ShutdownCoordinator>,
+    /// The start-up log line, written once everything, signals included, is
+    /// in place.
+    announcement: String,
+}
+
+impl Application {
+    /// Binds the listener and starts every actor and the HTTP workers. Must be
+    /// called inside an actix `System`.
+    ///
+    /// # Errors
+    /// The address cannot be bound, or the page template does not render.
+    pub fn build(config: Config) -> Result<Self, StartupError> {
+        let assets = assets_dir();
+        let page = http::render_page(&assets.join("templates"), &config).map_err(|source| {
+            StartupError::Page {
+                dir: assets.join("templates").display().to_string(),
+                source,
+            }
+        })?;
+        let bind_addr = format!("{}:{}", config.api_host, config.api_port);
+        let listener = TcpListener::bind(&bind_addr).map_err(|source| StartupError::Bind {
+            addr: bind_addr.clone(),
+            source,
+        })?;
+        let address = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: bind_addr,
+            source,
+        })?;
+
+        let server_id = ServerId::generate();
+        let lifecycle = Arc::new(Lifecycle::new());
+        let hub = ChatHub::new(server_id.clone(), None).start();
+        let ticker = config
+            .periodic_notification
+            .map(|every| Ticker::new(hub.clone(), every).start());
+
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState {
+            limits: Arc::new(config.limits.clone()),
+            connections: ConnectionLimiter::new(config.limits.max_connections),
+            config: config.clone(),
+            hub: hub.clone(),
+            server: server_id.clone(),
+            lifecycle: lifecycle.clone(),
+            page: page.into(),
+            static_dir: assets.join("static"),
+        });
+        let server = HttpServer::new(move || {
+            let state = state.clone();
+            App::new()
+                .app_data(state.clone())
+                .wrap(
+                    DefaultHeaders::new()
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                        .add((header::REFERRER_POLICY, "no-referrer")),
+                )
+                .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+                .configure(|cfg| http::configure(cfg, &state))
+        })
+        .workers(config.workers)
+        .backlog(4096)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .on_connect(transport::remember_socket)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: address.to_string(),
+            source,
+        })?
+        .run();
+
+        let coordinator = ShutdownCoordinator::new(
+            hub,
+            ticker.map(Addr::recipient),
+            Vec::new(),
+            server.handle(),
+            lifecycle,
+            DrainPolicy {
+                timeout: config.shutdown_timeout,
+                progress_interval: config.shutdown_progress_interval,
+                workers: config.workers,
+            },
+        )
+        .start();
+
+        Ok(Self {
+            announcement: format!(
+                "listening on http://{address} pid={} server={} workers={} redis={}",
+                std::process::id(),
+                server_id,
+                config.workers,
+                config.redis.as_ref().map_or("off", |r| r.url.as_str()),
+            ),
+            address,
+            server,
+            server_id,
+            coordinator,
+        })
+    }
+
+    /// The address the server listens on (useful with API_PORT=0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// This process's id as clients see it in `welcome.server`.
+    pub fn server_id(&self) -> &ServerId {
+        &self.server_id
+    }
+
+    /// Where to send [`BeginShutdown`] to start a drain, as SIGTERM would.
+    pub fn shutdown_trigger(&self) -> Recipient<BeginShutdown> {
+        self.coordinator.clone().recipient()
+    }
+
+    /// Hands SIGTERM and SIGINT to the shutdown coordinator from now on.
+    ///
+    /// # Errors
+    /// The handlers cannot be installed.
+    pub fn listen_for_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installed before returning, so a signal that comes right after
+        // start-up is handled, not fatal.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let coordinator = self.coordinator.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                let cause = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                coordinator.do_send(BeginShutdown { cause });
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs until the server stops: after a drain, or when its handle stops it.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        log::info!("{}", self.announcement);
+        self.server.await
+    }
+}
+
+/// The folder holding `templates/` and `static/`: `ASSETS_DIR` if set, else
+/// the working directory if it has them, else the source checkout this binary
+/// was built from (so `cargo run` works from anywhere).
+fn assets_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ASSETS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let here = Path::new(".");
+    if here.join("templates").join("index.html").is_file() {
+        return here.to_path_buf();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,370 @@
+//! The test world: an in-process chatd on a free port ([`spawn_app`]), a
+//! chatd process for signal tests ([`ServerProcess`]), and WebSocket clients
+//! that wait for everything with a bounded timeout.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use chatd::actors::shutdown_coordinator::BeginShutdown;
+use chatd::{Application, Config};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long "nothing arrives" is watched for.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Logs go to the test output only when TEST_LOG is set.
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        chatd::telemetry::init("debug");
+    }
+}
+
+/// Settings for tests: a free port, one worker, no ticker.
+pub fn test_config() -> Config {
+    let mut config = Config::default_for_tests();
+    config.api_port = 0;
+    config.workers = 1;
+    config.periodic_notification = None;
+    config
+}
+
+/// A chatd running inside this test's actix system.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: awc::Client,
+    shutdown: Recipient<BeginShutdown>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
+    let mut config = test_config();
+    adjust(&mut config);
+    let app = Application::build(config).expect("the app starts");
+    let address = app.address();
+    let shutdown = app.shutdown_trigger();
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        let _ = app.run_until_stopped().await;
+        let _ = done.send(());
+    });
+    TestApp {
+        address,
+        http: awc::Client::builder().timeout(WAIT).finish(),
+        shutdown,
+        stopped,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.address)
+    }
+
+    /// Connects as `name` and returns the client and its `welcome` event.
+    pub async fn connect_ws(&self, name: &str) -> (WsClient, Value) {
+        let mut client = WsClient::connect(&self.ws_url(&format!("?name={name}"))).await;
+        let welcome = client.next_event().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (client, welcome)
+    }
+
+    /// `POST /notify?message=…`: the status and the JSON body.
+    pub async fn post_notify(&self, message: &str) -> (u16, Value) {
+        let mut response = self
+            .http
+            .post(self.url("/notify"))
+            .query(&[("message", message)])
+            .unwrap()
+            .send()
+            .await
+            .expect("POST /notify answers");
+        let body = response.json::<Value>().await.expect("a JSON body");
+        (response.status().as_u16(), body)
+    }
+
+    /// `GET path`: the status and the JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let mut response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET answers");
+        let body = response.json::<Value>().await.expect("a JSON body");
+        (response.status().as_u16(), body)
+    }
+
+    /// Polls `/status` until its `connections` is `expected`.
+    pub async fn wait_for_connections(&self, expected: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, status) = self.get_json("/status").await;
+            if status["connections"] == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "connections stayed at {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts a drain as SIGTERM would.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.do_send(BeginShutdown { cause: "test" });
+    }
+
+    /// Waits for the server to stop by itself.
+    pub async fn wait_until_stopped(self) {
+        tokio::time::timeout(WAIT, self.stopped)
+            .await
+            .expect("the server stops")
+            .expect("the server task ends");
+    }
+}
+
+/// A real WebSocket client over a real socket.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq)]
+pub enum Ending {
+    Closed(u16),
+    ClosedWithoutCode,
+    Dropped,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("the handshake finishes in time")
+            .expect("the upgrade is accepted");
+        Self { stream }
+    }
+
+    /// Sends a chat message in the documented format.
+    pub async fn say(&mut self, text: &str) {
+        let frame = serde_json::json!({ "type": "notification", "message": text });
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send(Message::text(text)).await;
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        self.stream.send(message).await.expect("the frame is sent");
+    }
+
+    /// The next event, skipping pings and pongs; fails after [`WAIT`].
+    pub async fn next_event(&mut self) -> Value {
+        match tokio::time::timeout(WAIT, self.next_text()).await {
+            Ok(Some(text)) => serde_json::from_str(&text).expect("events are JSON"),
+            Ok(None) => panic!("the connection ended while an event was awaited"),
+            Err(_) => panic!("no event within {WAIT:?}"),
+        }
+    }
+
+    /// The next event of `kind`, skipping others.
+    pub async fn next_event_of(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let event = self.next_event().await;
+            if event["type"] == kind {
+                return event;
+            }
+            assert!(Instant::now() < deadline, "no {kind} event in time");
+        }
+    }
+
+    /// Asserts that no event arrives for [`QUIET`].
+    pub async fn expect_silence(&mut self) {
+        if let Ok(Some(text)) = tokio::time::timeout(QUIET, self.next_text()).await {
+            panic!("expected nothing, got {text}");
+        }
+    }
+
+    /// Reads until the server closes the connection; fails after [`WAIT`].
+    pub async fn ending(&mut self) -> Ending {
+        let ending = async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Close(Some(frame)))) => {
+                        return Ending::Closed(u16::from(frame.code))
+                    }
+                    Some(Ok(Message::Close(None))) => return Ending::ClosedWithoutCode,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Ending::Dropped,
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, ending)
+            .await
+            .expect("the connection ends in time")
+    }
+
+    /// Closes the connection from the client side.
+    pub async fn leave(mut self) {
+        let _ = self.stream.close(None).await;
+        let _ =
+            tokio::time::timeout(WAIT, async { while self.stream.next().await.is_some() {} }).await;
+    }
+
+    async fn next_text(&mut self) -> Option<String> {
+        loop {
+            match self.stream.next().await? {
+                Ok(Message::Text(text)) => return Some(text.to_string()),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+/// A chatd process, for tests that send real signals or check exit codes.
+pub struct ServerProcess {
+    child: Child,
+    pub address: SocketAddr,
+    lines: std_mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts the chatd binary with `env` on a free port and waits until it
+    /// listens.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = chatd_command(env)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the chatd binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("{line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            address: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            log: Vec::new(),
+        };
+        let line = process.wait_for_line("listening on http://");
+        let address = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the line names the address");
+        process.address = address.parse().expect("a socket address");
+        process
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.address)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid this test started; no memory is involved.
+        let result = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(result, 0, "the signal is delivered");
+    }
+
+    /// Waits for a log line containing `needle`; fails after [`WAIT`].
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; fails after `within`.
+    pub fn wait_for_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chatd did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The chatd binary with a clean environment plus `env`, on a free port,
+/// with the ticker off unless `env` turns it on.
+pub fn chatd_command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("API_PORT", "0")
+        .env("WORKERS", "1")
+        .env("PERIODIC_NOTIFICATION", "0")
+        .env("LOG_LEVEL", "info")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}

@@ -1,0 +1,8 @@
+//! Integration tests over real sockets, gathered into one binary.
+
+mod chat;
+mod config;
+mod helpers;
+mod notify;
+mod shutdown;
+mod status;
