@@ -23,3 +23,44 @@ lint:
 # What CI runs (installs redis-server and chromium when missing).
 ci:
     bash .ci/run
+
+# --- Docker: the original's make targets (the stack is docker/compose.yml) ---
+
+compose := "docker compose -f docker/compose.yml"
+
+# Build the chatd image (chatd:local).
+build:
+    {{compose}} build
+
+# Start Redis and chatd in the background on http://localhost:8000.
+up:
+    {{compose}} up -d
+
+# Also start two replicas behind nginx on http://localhost:8080.
+up-replicas:
+    {{compose}} --profile replicas up -d
+
+# Stop and remove the stack; waits for chatd's drain (see README, Docker). `just down -t 5` cuts it short.
+down *args:
+    {{compose}} --profile replicas down {{args}}
+
+# Restart the running services (each chatd drains first).
+restart:
+    {{compose}} --profile replicas restart
+
+# Follow the logs (`just logs chatd` for one service).
+logs *services:
+    {{compose}} --profile replicas logs -f {{services}}
+
+# List the stack's containers.
+ps:
+    {{compose}} --profile replicas ps
+
+# Remove the stack, its volumes and the chatd image; `target/` stays (`cargo clean` for that).
+clean:
+    {{compose}} --profile replicas down --volumes --remove-orphans
+    -docker image rm chatd:local
+
+# Check the Docker files without a Docker engine (compose config, paths, promises).
+docker-check:
+    bash docker/check.sh

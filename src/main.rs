@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use chatd::{telemetry, Application, Config};
+use chatd::{healthcheck, telemetry, Application, Config};
 
 fn main() -> ExitCode {
     if let Err(err) = dotenvy::dotenv() {
@@ -9,6 +9,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    match std::env::args_os().nth(1) {
+        None => serve(),
+        Some(command) if command == "healthcheck" => healthcheck::run(),
+        Some(other) => {
+            eprintln!("chatd: unknown command {other:?}: expected none (serve) or `healthcheck`");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads the configuration, starts logging and runs the server until it
+/// has drained.
+fn serve() -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {

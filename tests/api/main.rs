@@ -2,6 +2,7 @@
 
 mod chat;
 mod config;
+mod docker;
 mod helpers;
 mod notify;
 mod shutdown;
