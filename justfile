@@ -23,3 +23,11 @@ lint:
 # What CI runs (installs redis-server and chromium when missing).
 ci:
     bash .ci/run
+
+# Run only the browser tests (headless chromium + chromedriver).
+test-browser:
+    cargo test --test browser
+
+# Retake the README screenshots (static/img/*.png) from a scripted conversation.
+screenshot:
+    SCREENSHOT_DIR=static/img cargo test --test browser screenshot

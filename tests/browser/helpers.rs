@@ -54,7 +54,12 @@ impl Browser {
             if std::env::var("CI").is_ok_and(|ci| ci == "true") {
                 panic!("{message}");
             }
-            eprintln!("\n*** SKIPPED: {message} ***\n");
+            // Straight to stderr: the test harness would swallow eprintln!.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {message} ***\n");
+            });
             return None;
         };
         let port = free_port();

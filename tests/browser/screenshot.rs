@@ -3,15 +3,13 @@
 
 use std::path::Path;
 
-use tokio_tungstenite::tungstenite::Message;
-
 use crate::helpers::{post_notify, Browser, Page, Scheme};
 use crate::server::ServerProcess;
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 #[actix_web::test]
-async fn screenshot_of_a_short_conversation_in_light_and_dark() {
+async fn screenshot_of_a_short_conversation_in_light_dark_and_on_a_phone() {
     let Some(mut browser) = Browser::launch() else {
         return;
     };
@@ -22,10 +20,10 @@ async fn screenshot_of_a_short_conversation_in_light_and_dark() {
         .await;
     ana.come_back_as("Ana").await;
     bob.come_back_as("Bob").await;
-    let (mut chloe, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/ws?name=Chloe", server.address))
-            .await
-            .expect("a WebSocket client connects");
+    let chloe = browser
+        .open_with(&server.url("/"), Scheme::Light, (390, 760))
+        .await;
+    chloe.come_back_as("Chloe").await;
 
     bob.say("Morning! Is the deploy still on for today?").await;
     ana.wait_for_bubble("Morning! Is the deploy still on for today?")
@@ -36,12 +34,7 @@ async fn screenshot_of_a_short_conversation_in_light_and_dark() {
     bob.wait_for_bubble("chatd drains gracefully, so nobody gets cut off mid-sentence.")
         .await;
     let chloe_says = "Nice. I'll keep this tab open and watch it reconnect <3";
-    futures_util::SinkExt::send(
-        &mut chloe,
-        Message::text(serde_json::json!({ "type": "message", "message": chloe_says }).to_string()),
-    )
-    .await
-    .expect("the WebSocket client sends");
+    chloe.say(chloe_says).await;
     ana.wait_for_bubble(chloe_says).await;
     assert_eq!(
         post_notify(&server.url(""), "Deploy starts in 10 minutes").await,
@@ -53,8 +46,10 @@ async fn screenshot_of_a_short_conversation_in_light_and_dark() {
 
     keep(&ana, "screenshot.png").await;
     keep(&bob, "screenshot-dark.png").await;
+    keep(&chloe, "screenshot-phone.png").await;
     ana.close().await;
     bob.close().await;
+    chloe.close().await;
 }
 
 /// Checks the page's picture is a PNG and saves it under SCREENSHOT_DIR.
