@@ -156,3 +156,48 @@ async fn a_name_with_forbidden_characters_is_cleaned_before_connecting() {
     page.wait_for_pill("You joined as bZoëb").await;
     page.close().await;
 }
+
+#[actix_web::test]
+async fn a_reader_who_scrolled_up_gets_a_new_messages_chip_instead_of_a_jump() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let server = ServerProcess::start();
+    let ana = browser.open(&server.url("/")).await;
+    let bob = browser.open(&server.url("/")).await;
+    bob.wait_for_state("connected").await;
+    for n in 1..=15 {
+        ana.say(&format!("filler {n}")).await;
+    }
+    bob.wait_for_bubble("filler 15").await;
+    bob.wait_until(
+        "(() => { const l = document.getElementById('messages'); \
+         return l.scrollHeight - l.scrollTop - l.clientHeight < 2; })()",
+        "the view to follow the latest message",
+    )
+    .await;
+
+    bob.eval("document.getElementById('messages').scrollTop = 0; return true;")
+        .await;
+    ana.say("while you were reading").await;
+
+    bob.wait_for_bubble("while you were reading").await;
+    bob.wait_until(
+        "!document.getElementById('new-messages').hidden \
+         && document.getElementById('new-count').textContent === '1'",
+        "the chip to count one new message",
+    )
+    .await;
+    let top = bob
+        .eval("return document.getElementById('messages').scrollTop;")
+        .await;
+    assert_eq!(top, 0, "the view stayed where the reader was");
+    bob.find_and_click("#new-messages").await;
+    bob.wait_until(
+        "document.getElementById('new-messages').hidden",
+        "the chip to go away at the bottom",
+    )
+    .await;
+    ana.close().await;
+    bob.close().await;
+}

@@ -328,6 +328,15 @@ impl Page {
         }
     }
 
+    /// Clicks the element `selector` names.
+    pub async fn find_and_click(&self, selector: &str) {
+        self.find(selector)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|err| panic!("{selector} cannot be clicked: {err}"));
+    }
+
     /// A PNG of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         self.client
