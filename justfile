@@ -24,6 +24,14 @@ lint:
 ci:
     bash .ci/run
 
+# Run only the browser tests (headless chromium + chromedriver).
+test-browser:
+    cargo test --test browser
+
+# Retake the README screenshots (static/img/*.png) from a scripted conversation.
+screenshot:
+    SCREENSHOT_DIR=static/img cargo test --test browser screenshot
+
 # --- Docker: the original's make targets (the stack is docker/compose.yml) ---
 
 compose := "docker compose -f docker/compose.yml"

@@ -1,0 +1,396 @@
+//! The browser side of the test world: a chromedriver on a free loopback port
+//! behind a guard ([`Browser`]), and a [`Page`] per person with intent methods
+//! (`say`, `wait_for_bubble`, ...), every wait bounded.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// How long any single wait may take before the test fails. Generous: two
+/// headless browsers share a small machine with the compiler.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// WebDriver's Enter key, as `send_keys` spells it.
+pub const ENTER: &str = "\u{e007}";
+/// WebDriver's Shift key (held until [`RELEASE`]).
+pub const SHIFT: &str = "\u{e008}";
+/// Releases held modifier keys.
+pub const RELEASE: &str = "\u{e000}";
+
+/// Light or dark, for the `prefers-color-scheme` media query.
+#[derive(Clone, Copy, Debug)]
+pub enum Scheme {
+    Light,
+    Dark,
+}
+
+/// A chromedriver process group; dropping it ends chromedriver and every
+/// browser it started, and removes their profiles.
+pub struct Browser {
+    driver: Child,
+    url: String,
+    chromium: PathBuf,
+    profiles: Vec<PathBuf>,
+}
+
+impl Browser {
+    /// Starts chromedriver, or returns `None` (after saying so loudly) when
+    /// chromium or chromedriver is not installed. Under `CI=true` a missing
+    /// browser fails the test instead: CI must run these.
+    pub fn launch() -> Option<Self> {
+        let chromium = ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find_map(|name| find_program("CHROMIUM", name));
+        let driver = find_program("CHROMEDRIVER", "chromedriver");
+        let (Some(chromium), Some(driver)) = (chromium, driver) else {
+            let message = "browser tests need chromium and chromedriver \
+                (Debian: apt-get install chromium chromium-driver)";
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("{message}");
+            }
+            // Straight to stderr: the test harness would swallow eprintln!.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {message} ***\n");
+            });
+            return None;
+        };
+        let port = free_port();
+        let verbose = std::env::var_os("TEST_LOG").is_some();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            // Its own process group, so the guard can end the browsers too.
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let browser = Self {
+            driver: child,
+            url: format!("http://127.0.0.1:{port}"),
+            chromium,
+            profiles: Vec::new(),
+        };
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(browser)
+    }
+
+    /// A fresh browser (its own profile, so its own localStorage) showing `url`.
+    pub async fn open(&mut self, url: &str) -> Page {
+        self.open_with(url, Scheme::Light, (900, 700)).await
+    }
+
+    /// Like [`Browser::open`], in a colour scheme and a window size.
+    pub async fn open_with(&mut self, url: &str, scheme: Scheme, size: (u32, u32)) -> Page {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "chatd-browser-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        self.profiles.push(profile.clone());
+        let scheme = match scheme {
+            Scheme::Dark => 0,
+            Scheme::Light => 1,
+        };
+        let args = [
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--hide-scrollbars".into(),
+            "--force-device-scale-factor=2".into(),
+            format!("--blink-settings=preferredColorScheme={scheme}"),
+            format!("--window-size={},{}", size.0, size.1),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": self.chromium, "args": args }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("chromedriver opens a browser session");
+        let page = Page { client };
+        page.client.goto(url).await.expect("the page loads");
+        page
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group this guard created; no memory
+        // is involved.
+        unsafe { libc::kill(-(self.driver.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.driver.wait();
+        for profile in &self.profiles {
+            let _ = std::fs::remove_dir_all(profile);
+        }
+    }
+}
+
+/// One person's chat page.
+pub struct Page {
+    client: Client,
+}
+
+/// A chat bubble as the page shows it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Bubble {
+    pub text: String,
+    /// The sender's name above the group, empty for own messages.
+    pub who: String,
+    pub own: bool,
+    /// The bubble's left and right edges, in CSS pixels.
+    pub left: f64,
+    pub right: f64,
+    /// The message list's content edges (inside its padding).
+    pub log_left: f64,
+    pub log_right: f64,
+}
+
+impl Page {
+    /// Runs `script` (a function body) in the page and returns its value.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|err| panic!("script failed: {err}\n{script}"))
+    }
+
+    /// Polls the JavaScript `condition` until it is true; fails after [`WAIT`].
+    pub async fn wait_until(&self, condition: &str, what: &str) {
+        let script = format!("return !!({condition});");
+        let deadline = Instant::now() + WAIT;
+        while self.eval(&script).await != json!(true) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the page shows:\n{}",
+                self.transcript().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_for_state(&self, state: &str) {
+        self.wait_until(
+            &format!("document.getElementById('state').dataset.state === {state:?}"),
+            &format!("state {state}"),
+        )
+        .await;
+    }
+
+    /// Types `name` into the name field and presses Enter; waits until the
+    /// page has reconnected under that name.
+    pub async fn set_name(&self, name: &str) {
+        self.set_name_raw(name).await;
+        self.wait_for_pill(&format!("You are now {name}")).await;
+        self.wait_for_state("connected").await;
+    }
+
+    /// Types `name` into the name field and presses Enter.
+    pub async fn set_name_raw(&self, name: &str) {
+        let field = self.find("#name").await;
+        field.clear().await.expect("the name field clears");
+        field
+            .send_keys(&format!("{name}{ENTER}"))
+            .await
+            .expect("the name is typed");
+    }
+
+    /// Remembers `name` as a returning visitor's browser would, and reloads.
+    pub async fn come_back_as(&self, name: &str) {
+        self.eval(&format!(
+            "localStorage.setItem('chatd.name', {}); return true;",
+            json!(name)
+        ))
+        .await;
+        self.reload().await;
+        self.wait_for_pill(&format!("You joined as {name}")).await;
+        self.wait_for_state("connected").await;
+    }
+
+    /// Loads the page again, as a person pressing F5 would.
+    pub async fn reload(&self) {
+        self.client.refresh().await.expect("the page reloads");
+    }
+
+    /// Types `text` into the composer and presses Enter.
+    pub async fn say(&self, text: &str) {
+        self.type_into_composer(&format!("{text}{ENTER}")).await;
+    }
+
+    /// Sends raw WebDriver keys to the composer (see [`ENTER`], [`SHIFT`]).
+    pub async fn type_into_composer(&self, keys: &str) {
+        self.wait_for_state("connected").await;
+        self.find("#text")
+            .await
+            .send_keys(keys)
+            .await
+            .expect("the message is typed");
+    }
+
+    /// Every bubble, oldest first, with where it sits.
+    pub async fn bubbles(&self) -> Vec<Bubble> {
+        let value = self
+            .eval(
+                r#"
+                const list = document.getElementById('messages');
+                const style = getComputedStyle(list);
+                const outer = list.getBoundingClientRect();
+                const log = {
+                  left: outer.left + parseFloat(style.paddingLeft),
+                  right: outer.right - parseFloat(style.paddingRight),
+                };
+                return [...document.querySelectorAll('#messages .bubble')].map((b) => {
+                  const group = b.closest('.group');
+                  const rect = b.getBoundingClientRect();
+                  const who = group.querySelector('.who');
+                  return {
+                    text: b.querySelector('.text').textContent,
+                    who: who ? who.textContent : '',
+                    own: group.classList.contains('own'),
+                    left: rect.left, right: rect.right,
+                    log_left: log.left, log_right: log.right,
+                  };
+                });"#,
+            )
+            .await;
+        serde_json::from_value(value).expect("bubbles as JSON")
+    }
+
+    /// Waits for a bubble whose text is exactly `text`, and returns it.
+    pub async fn wait_for_bubble(&self, text: &str) -> Bubble {
+        let condition = format!(
+            "[...document.querySelectorAll('#messages .bubble .text')].some((t) => t.textContent === {})",
+            json!(text)
+        );
+        self.wait_until(&condition, &format!("a bubble {text:?}"))
+            .await;
+        self.bubbles()
+            .await
+            .into_iter()
+            .find(|b| b.text == text)
+            .expect("the bubble is there")
+    }
+
+    /// Waits for a system pill containing `text`.
+    pub async fn wait_for_pill(&self, text: &str) {
+        let condition = format!(
+            "[...document.querySelectorAll('#messages .pill')].some((p) => p.textContent.includes({}))",
+            json!(text)
+        );
+        self.wait_until(&condition, &format!("a pill with {text:?}"))
+            .await;
+    }
+
+    /// Everything in the message list, one line per row, for failure messages.
+    pub async fn transcript(&self) -> String {
+        let value = self
+            .client
+            .execute(
+                "return document.getElementById('state').textContent + '\\n' + \
+                 [...document.querySelectorAll('#messages > li')].map((r) => r.textContent).join('\\n');",
+                Vec::new(),
+            )
+            .await;
+        match value {
+            Ok(Value::String(text)) => text,
+            other => format!("(no transcript: {other:?})"),
+        }
+    }
+
+    /// Clicks the element `selector` names.
+    pub async fn find_and_click(&self, selector: &str) {
+        self.find(selector)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|err| panic!("{selector} cannot be clicked: {err}"));
+    }
+
+    /// A PNG of the window.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        self.client
+            .screenshot()
+            .await
+            .expect("the browser takes a screenshot")
+    }
+
+    /// Ends the browser session.
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+
+    async fn find(&self, selector: &str) -> fantoccini::elements::Element {
+        self.client
+            .find(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|err| panic!("no {selector} on the page: {err}"))
+    }
+}
+
+/// `$VAR` if set, else `name` on the PATH.
+fn find_program(var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// `POST /notify?message=…` to `base`; returns the status.
+pub async fn post_notify(base: &str, message: &str) -> u16 {
+    let client = awc::Client::builder().timeout(WAIT).finish();
+    let response = client
+        .post(format!("{base}/notify"))
+        .query(&[("message", message)])
+        .expect("the query encodes")
+        .send()
+        .await
+        .expect("POST /notify answers");
+    response.status().as_u16()
+}

@@ -1,0 +1,9 @@
+//! The chat page in a real headless Chromium, driven over WebDriver. Each test
+//! starts its own chatd process and its own chromedriver; without chromium the
+//! tests skip loudly, except under CI=true, where they fail.
+
+mod chat;
+mod helpers;
+mod reconnect;
+mod screenshot;
+mod server;
