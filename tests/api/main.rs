@@ -4,5 +4,7 @@ mod chat;
 mod config;
 mod helpers;
 mod notify;
+mod redis;
+mod redis_helpers;
 mod shutdown;
 mod status;
