@@ -23,3 +23,8 @@ lint:
 # What CI runs (installs redis-server and chromium when missing).
 ci:
     bash .ci/run
+
+# Two processes (ports 8001 and 8002) sharing one Redis; Ctrl-C stops both.
+pair redis="redis://127.0.0.1:6379":
+    cargo build --release
+    API_PORT=8001 REDIS_URL={{redis}} ./target/release/chatd & API_PORT=8002 REDIS_URL={{redis}} ./target/release/chatd; wait

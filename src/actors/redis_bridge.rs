@@ -301,21 +301,31 @@ impl RedisBridge {
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
                     Ok((publisher, messages)) => act.connected(publisher, messages, ctx),
-                    Err(err) => {
-                        act.attempts += 1;
-                        let delay = backoff(act.attempts);
-                        log::warn!(
-                    "redis unreachable url={} attempt={} retry_in_ms={} outbox={} error={err:?}; \
-                     chat stays local meanwhile",
-                    act.url,
-                    act.attempts,
-                    delay.as_millis(),
-                    act.outbox.len()
-                );
-                        ctx.run_later(delay, |act, ctx| act.connect(ctx));
-                    }
+                    Err(err) => act.retry_later(&err, ctx),
                 }),
         );
+    }
+
+    /// Schedules the next connection attempt after a failed one.
+    fn retry_later(&mut self, err: &str, ctx: &mut Context<Self>) {
+        self.attempts += 1;
+        let delay = backoff(self.attempts);
+        // The first failure, then about once a minute at the cap.
+        let level = if self.attempts % 12 == 1 {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "redis unreachable url={} attempt={} retry_in_ms={} outbox={} error={err:?}; \
+             chat stays local meanwhile",
+            self.url,
+            self.attempts,
+            delay.as_millis(),
+            self.outbox.len()
+        );
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 
     fn connected(
@@ -487,7 +497,11 @@ impl RedisBridge {
                     act.flush(ctx);
                 }
                 Ok(_) => {
-                    ctx.run_later(SETTLE_POLL, |act, ctx| act.settle(ctx));
+                    ctx.run_later(SETTLE_POLL, move |act, ctx| {
+                        if generation == act.generation {
+                            act.settle(ctx);
+                        }
+                    });
                 }
                 Err(err) => act.link_lost(generation, &format!("PUBSUB failed: {err}"), ctx),
             }
