@@ -17,10 +17,14 @@ use crate::redis_helpers::{installed_or_skip, RedisServer};
 const SETTLE: Duration = Duration::from_secs(1);
 
 async fn spawn_relay_app(redis_url: &str) -> TestApp {
+    spawn_relay_app_with_outbox(redis_url, 10_000).await
+}
+
+async fn spawn_relay_app_with_outbox(redis_url: &str, outbox_capacity: usize) -> TestApp {
     let settings = RedisSettings {
         url: redis_url.to_string(),
         channel: "chatd:events".into(),
-        outbox_capacity: 10_000,
+        outbox_capacity,
     };
     spawn_app_with(move |config| config.redis = Some(settings)).await
 }
@@ -252,6 +256,42 @@ async fn when_redis_returns_relay_resumes_and_the_outage_backlog_arrives_once() 
         let (_, status) = app.get_json("/status").await;
         assert_eq!(status["redis"]["outbox"], 0, "{status}");
     }
+}
+
+#[actix_web::test]
+async fn a_full_outbox_drops_the_oldest_events_and_counts_them() {
+    let Some(mut redis) = RedisServer::start_or_skip("outbox_overflow") else {
+        return;
+    };
+    let one = spawn_relay_app_with_outbox(&redis.url(), 2).await;
+    let two = spawn_relay_app(&redis.url()).await;
+    let (mut ana, _) = one.connect_ws("ana").await;
+    let (mut bo, _) = two.connect_ws("bo").await;
+    wait_for_redis(&one.url("/status"), "counted a peer", |r| {
+        r["peer_clients"] == 1
+    })
+    .await;
+    redis.kill();
+    wait_for_redis(&one.url("/status"), "noticed", |r| {
+        r["state"] == "connecting"
+    })
+    .await;
+
+    for n in 1..=5 {
+        ana.say(&format!("queued {n}")).await;
+        wait_for_message(&mut ana, &format!("queued {n}")).await;
+    }
+    let (_, status) = one.get_json("/status").await;
+    assert_eq!(status["redis"]["outbox"], 2, "{status}");
+    assert_eq!(status["redis"]["dropped"], 3, "{status}");
+    redis.restart();
+
+    let first = bo.next_event_of("echo").await;
+    assert_eq!(
+        first["message"], "queued 4",
+        "the oldest three were dropped"
+    );
+    assert_eq!(copies_of(&mut bo, "queued 5").await, 1);
 }
 
 #[actix_web::test]

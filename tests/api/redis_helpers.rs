@@ -95,7 +95,9 @@ pub fn installed_or_skip(test: &str) -> bool {
         !under_ci,
         "redis-server is not installed, and CI is set: the Redis tests must run"
     );
-    eprintln!(
+    // Straight to stderr, past the test harness's capture, so a skip is seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!!!! SKIPPED {test}: no redis-server binary on PATH \
          (install redis-server; under CI=true this fails) !!!!!\n"
     );
