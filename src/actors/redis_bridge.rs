@@ -192,6 +192,23 @@ pub fn backoff(attempt: u32) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
+/// The highest sequence number delivered per origin, to drop repeats of a
+/// batch that was published again after a failure.
+#[derive(Debug, Default)]
+pub struct Seen(HashMap<String, u64>);
+
+impl Seen {
+    /// Whether event `seq` of `origin` is news, remembering it if so.
+    pub fn is_new(&mut self, origin: String, seq: u64) -> bool {
+        let last = self.0.entry(origin).or_insert(0);
+        let new = seq > *last;
+        if new {
+            *last = seq;
+        }
+        new
+    }
+}
+
 /// `url` with any password replaced, for logs.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -235,8 +252,7 @@ pub struct RedisBridge {
     counting_presence: bool,
     /// Other live processes at the last presence count.
     peer_processes: usize,
-    /// The highest sequence number delivered, per origin.
-    last_seen: HashMap<String, u64>,
+    seen: Seen,
     /// Events dropped for room since the last log line about it.
     dropped_unlogged: u64,
 }
@@ -268,7 +284,7 @@ impl RedisBridge {
             flushing: false,
             counting_presence: false,
             peer_processes: 0,
-            last_seen: HashMap::new(),
+            seen: Seen::default(),
             dropped_unlogged: 0,
         })
     }
@@ -408,12 +424,10 @@ impl RedisBridge {
         if envelope.origin == self.server.as_str() {
             return;
         }
-        let last = self.last_seen.entry(envelope.origin).or_insert(0);
-        if envelope.seq <= *last {
+        if !self.seen.is_new(envelope.origin, envelope.seq) {
             log::debug!("dropping a repeated event seq={}", envelope.seq);
             return;
         }
-        *last = envelope.seq;
         self.hub.do_send(Remote {
             frame: Frame::from(envelope.frame),
         });
@@ -727,6 +741,18 @@ mod tests {
         assert_eq!(envelope.origin, me.as_str());
         assert_eq!(envelope.seq, 1);
         assert_eq!(envelope.frame, &*frame);
+    }
+
+    #[test]
+    fn a_batch_sent_twice_is_delivered_once() {
+        let mut seen = Seen::default();
+        let delivered: Vec<(&str, u64)> =
+            [("a", 1), ("a", 2), ("b", 1), ("a", 1), ("a", 2), ("a", 3)]
+                .into_iter()
+                .filter(|(origin, seq)| seen.is_new(origin.to_string(), *seq))
+                .collect();
+
+        assert_eq!(delivered, [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
     }
 
     #[test]
