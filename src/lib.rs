@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod protocol;
 pub mod rate_limit;
+pub mod relay;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -11,12 +11,13 @@ use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{http::header, web, App, HttpServer};
 
 use crate::actors::chat_hub::ChatHub;
-use crate::actors::redis_bridge::{self, BridgeStatus, RedisBridge};
+use crate::actors::redis_bridge::{BridgeStatus, RedisBridge};
 use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCoordinator};
 use crate::actors::ticker::Ticker;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::protocol::ServerId;
+use crate::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 use crate::transport;
 
@@ -139,7 +140,7 @@ impl Application {
                 config
                     .redis
                     .as_ref()
-                    .map_or("off".into(), |r| redis_bridge::redacted(&r.url)),
+                    .map_or("off".into(), |r| relay::redacted(&r.url)),
             ),
             address,
             server,
@@ -221,7 +222,7 @@ fn start_hub(
     let bridge = RedisBridge::new(settings, server_id.clone(), hub.clone(), status.clone())
         .map_err(|_| ConfigError {
             var: "REDIS_URL",
-            value: redis_bridge::redacted(&settings.url),
+            value: relay::redacted(&settings.url),
             expected: "a URL such as redis://127.0.0.1:6379",
         })?;
     Ok((hub, Some((bridge_ctx.run(bridge), status))))
