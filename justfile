@@ -72,3 +72,8 @@ clean:
 # Check the Docker files without a Docker engine (compose config, paths, promises).
 docker-check:
     bash docker/check.sh
+
+# Two processes (ports 8001 and 8002) sharing one Redis; Ctrl-C stops both.
+pair redis="redis://127.0.0.1:6379":
+    cargo build --release
+    API_PORT=8001 REDIS_URL={{redis}} ./target/release/chatd & API_PORT=8002 REDIS_URL={{redis}} ./target/release/chatd; wait

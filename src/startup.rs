@@ -11,11 +11,13 @@ use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{http::header, web, App, HttpServer};
 
 use crate::actors::chat_hub::ChatHub;
+use crate::actors::redis_bridge::{BridgeStatus, RedisBridge};
 use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCoordinator};
 use crate::actors::ticker::Ticker;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
 use crate::protocol::ServerId;
+use crate::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 use crate::transport;
 
@@ -29,6 +31,8 @@ pub enum StartupError {
     },
     #[error("cannot render the chat page from {dir}: {source}")]
     Page { dir: String, source: tera::Error },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A running chatd: its address, and the handles to stop it.
@@ -68,7 +72,7 @@ impl Application {
 
         let server_id = ServerId::generate();
         let lifecycle = Arc::new(Lifecycle::new());
-        let hub = ChatHub::new(server_id.clone(), None).start();
+        let (hub, bridge) = start_hub(&config, &server_id)?;
         let ticker = config
             .periodic_notification
             .map(|every| Ticker::new(hub.clone(), every).start());
@@ -79,6 +83,7 @@ impl Application {
             connections: ConnectionLimiter::new(config.limits.max_connections),
             config: config.clone(),
             hub: hub.clone(),
+            redis: bridge.as_ref().map(|(_, status)| status.clone()),
             server: server_id.clone(),
             lifecycle: lifecycle.clone(),
             page: page.into(),
@@ -111,7 +116,11 @@ impl Application {
         let coordinator = ShutdownCoordinator::new(
             hub,
             ticker.map(Addr::recipient),
-            Vec::new(),
+            // Stopped last, so a draining process keeps relaying.
+            bridge
+                .into_iter()
+                .map(|(addr, _)| addr.recipient())
+                .collect(),
             server.handle(),
             lifecycle,
             DrainPolicy {
@@ -128,7 +137,10 @@ impl Application {
                 std::process::id(),
                 server_id,
                 config.workers,
-                config.redis.as_ref().map_or("off", |r| r.url.as_str()),
+                config
+                    .redis
+                    .as_ref()
+                    .map_or("off".into(), |r| relay::redacted(&r.url)),
             ),
             address,
             server,
@@ -183,6 +195,37 @@ impl Application {
         log::info!("{}", self.announcement);
         self.server.await
     }
+}
+
+/// The hub and, when Redis is configured, the bridge it publishes to. They
+/// know each other's address, so the bridge's context exists before the hub.
+///
+/// # Errors
+/// `REDIS_URL` does not parse as a Redis URL.
+#[allow(clippy::type_complexity)]
+fn start_hub(
+    config: &Config,
+    server_id: &ServerId,
+) -> Result<
+    (
+        Addr<ChatHub>,
+        Option<(Addr<RedisBridge>, Arc<BridgeStatus>)>,
+    ),
+    ConfigError,
+> {
+    let Some(settings) = &config.redis else {
+        return Ok((ChatHub::new(server_id.clone(), None).start(), None));
+    };
+    let bridge_ctx = Context::<RedisBridge>::new();
+    let hub = ChatHub::new(server_id.clone(), Some(bridge_ctx.address().recipient())).start();
+    let status = Arc::new(BridgeStatus::default());
+    let bridge = RedisBridge::new(settings, server_id.clone(), hub.clone(), status.clone())
+        .map_err(|_| ConfigError {
+            var: "REDIS_URL",
+            value: relay::redacted(&settings.url),
+            expected: "a URL such as redis://127.0.0.1:6379",
+        })?;
+    Ok((hub, Some((bridge_ctx.run(bridge), status))))
 }
 
 /// The folder holding `templates/` and `static/`: `ASSETS_DIR` if set, else

@@ -18,6 +18,7 @@ pub use error::ApiError;
 pub use page::render as render_page;
 
 use crate::actors::chat_hub::ChatHub;
+use crate::actors::redis_bridge::BridgeStatus;
 use crate::config::{Config, Limits};
 use crate::protocol::ServerId;
 use crate::state::{ConnectionLimiter, Lifecycle};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub limits: Arc<Limits>,
     pub hub: Addr<ChatHub>,
+    /// The Redis bridge's snapshot; `None` when Redis is not configured.
+    pub redis: Option<Arc<BridgeStatus>>,
     pub server: ServerId,
     pub lifecycle: Arc<Lifecycle>,
     pub connections: ConnectionLimiter,
@@ -37,9 +40,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The Redis bridge's state for `/status`.
+    /// The Redis bridge's state for `/status`: `disabled`, or the link state,
+    /// the outbox length and the other processes' clients.
     pub fn redis_status(&self) -> serde_json::Value {
-        serde_json::json!({ "state": "disabled" })
+        match &self.redis {
+            Some(status) => status.to_json(),
+            None => serde_json::json!({ "state": "disabled" }),
+        }
     }
 }
 

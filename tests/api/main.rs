@@ -5,5 +5,7 @@ mod config;
 mod docker;
 mod helpers;
 mod notify;
+mod redis;
+mod redis_helpers;
 mod shutdown;
 mod status;

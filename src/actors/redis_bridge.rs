@@ -1,0 +1,560 @@
+//! `RedisBridge`: relays events between the chatd processes that share a Redis.
+//!
+//! It exists only when Redis is configured (`REDIS_URL` or `REDIS_HOST`). It
+//! owns a pub/sub subscription on `REDIS_CHANNEL` and a multiplexed publishing
+//! connection, the reconnect backoff, a bounded [`Outbox`] for outages, and
+//! this process's presence record. The hub sends it [`Publish`]; it sends the
+//! hub [`Remote`] (events from other processes) and [`PeerCount`] (their
+//! clients). The shutdown coordinator sends [`Stop`] at the very end of a
+//! drain, so the bridge keeps relaying while clients leave.
+//!
+//! Why it looks the way it does:
+//! - Local clients never wait for Redis: the hub delivers to them first and
+//!   then hands the bridge the same serialized frame. So the bridge drops
+//!   messages of its own origin, or they would arrive twice.
+//! - Every event goes through the outbox, connected or not, and the outbox is
+//!   drained in batches of up to [`BATCH`] PUBLISH commands in one pipeline:
+//!   one round trip per batch, one batch in flight, so events leave in order.
+//!   A batch stays in the outbox until Redis confirms it; a batch that fails
+//!   halfway is sent again, and receivers drop the repeats by the origin's
+//!   sequence number carried in the [`Envelope`].
+//! - The outbox is bounded (`REDIS_OUTBOX`): during a long outage memory stays
+//!   flat, the oldest events go first and the log says how many.
+//! - Pub/sub keeps no history: a process that is not subscribed misses what is
+//!   published. After a reconnect the bridge holds its outbox until as many
+//!   processes as it knew before the outage are subscribed again (they are
+//!   reconnecting with the same backoff), for at most [`SETTLE_LIMIT`], so
+//!   what was said during the outage reaches them.
+//! - Presence: every [`PRESENCE_INTERVAL`] the bridge stores the hub's local
+//!   count under `<channel>:presence:<server id>` with a [`PRESENCE_TTL`]
+//!   expiry and sums the other live records into [`PeerCount`]. A process that
+//!   dies without cleaning up drops out of the count when its record expires.
+//! - Nothing here blocks: every Redis call is a future spawned on the actor's
+//!   context, and results from a connection that has since been replaced are
+//!   recognised by a generation number and ignored.
+//!
+//! `/status` reads a [`BridgeStatus`] snapshot of atomics that only the
+//! bridge writes, so no lock is shared between actors.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use redis::aio::MultiplexedConnection;
+
+use crate::actors::chat_hub::{ChatHub, Count, PeerCount, Publish, Remote};
+use crate::actors::ticker::Stop;
+use crate::config::RedisSettings;
+use crate::protocol::{Frame, ServerId};
+use crate::relay::{backoff, redacted, Envelope, Outbox, Seen};
+
+/// Most PUBLISH commands sent in one pipeline (one round trip).
+pub const BATCH: usize = 256;
+/// How often the presence record is refreshed and the peers are counted.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a presence record outlives its last refresh.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
+/// The longest a reconnected bridge holds its outbox for peers to resubscribe:
+/// a little more than their longest backoff.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(6);
+/// How often a settling bridge counts the channel's subscribers.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+/// Bounds a connection attempt, and every command's reply.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds the last flush and the presence removal at exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The bridge's link to Redis, as `/status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkState {
+    Connecting = 0,
+    Connected = 1,
+}
+
+/// A snapshot the bridge writes and HTTP handlers read, without locks.
+#[derive(Debug, Default)]
+pub struct BridgeStatus {
+    state: AtomicU8,
+    outbox: AtomicUsize,
+    dropped: AtomicU64,
+    peer_clients: AtomicUsize,
+}
+
+impl BridgeStatus {
+    fn set_state(&self, state: LinkState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The `redis` object of `/status`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let state = if self.state.load(Ordering::Relaxed) == LinkState::Connected as u8 {
+            "connected"
+        } else {
+            "connecting"
+        };
+        serde_json::json!({
+            "state": state,
+            "outbox": self.outbox.load(Ordering::Relaxed),
+            "dropped": self.dropped.load(Ordering::Relaxed),
+            "peer_clients": self.peer_clients.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A working link: the publishing connection and, right after a reconnect,
+/// how long to hold the outbox for peers.
+struct Link {
+    publisher: MultiplexedConnection,
+    subscription: SpawnHandle,
+    settling: Option<Settle>,
+}
+
+struct Settle {
+    until: Instant,
+    subscribers: usize,
+}
+
+/// Relays events through Redis; see the module docs.
+pub struct RedisBridge {
+    hub: Addr<ChatHub>,
+    server: ServerId,
+    client: redis::Client,
+    url: String,
+    channel: String,
+    presence_key: String,
+    presence_index: String,
+    outbox: Outbox,
+    status: Arc<BridgeStatus>,
+    link: Option<Link>,
+    /// Bumped whenever a link is dropped, to ignore its late results.
+    generation: u64,
+    /// Failed connection attempts since the last success.
+    attempts: u32,
+    flushing: bool,
+    counting_presence: bool,
+    /// Other live processes at the last presence count.
+    peer_processes: usize,
+    seen: Seen,
+    /// Events dropped for room since the last log line about it.
+    dropped_unlogged: u64,
+}
+
+impl RedisBridge {
+    /// # Errors
+    /// `settings.url` is not a Redis URL.
+    pub fn new(
+        settings: &RedisSettings,
+        server: ServerId,
+        hub: Addr<ChatHub>,
+        status: Arc<BridgeStatus>,
+    ) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let presence = format!("{}:presence", settings.channel);
+        Ok(Self {
+            hub,
+            client,
+            url: redacted(&settings.url),
+            channel: settings.channel.clone(),
+            presence_key: format!("{presence}:{server}"),
+            presence_index: presence,
+            server,
+            outbox: Outbox::new(settings.outbox_capacity),
+            status,
+            link: None,
+            generation: 0,
+            attempts: 0,
+            flushing: false,
+            counting_presence: false,
+            peer_processes: 0,
+            seen: Seen::default(),
+            dropped_unlogged: 0,
+        })
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.status.set_state(LinkState::Connecting);
+        let client = self.client.clone();
+        let channel = self.channel.clone();
+        let attempt = async move {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT));
+            let publisher = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let subscribe = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub.into_on_message())
+            };
+            let messages = tokio::time::timeout(REDIS_TIMEOUT, subscribe)
+                .await
+                .map_err(|_| "subscribing timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((publisher, messages))
+        };
+        ctx.spawn(
+            attempt
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok((publisher, messages)) => act.connected(publisher, messages, ctx),
+                    Err(err) => act.retry_later(&err, ctx),
+                }),
+        );
+    }
+
+    /// Schedules the next connection attempt after a failed one.
+    fn retry_later(&mut self, err: &str, ctx: &mut Context<Self>) {
+        self.attempts += 1;
+        let delay = backoff(self.attempts);
+        // The first failure, then about once a minute at the cap.
+        let level = if self.attempts % 12 == 1 {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "redis unreachable url={} attempt={} retry_in_ms={} outbox={} error={err:?}; \
+             chat stays local meanwhile",
+            self.url,
+            self.attempts,
+            delay.as_millis(),
+            self.outbox.len()
+        );
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn connected(
+        &mut self,
+        publisher: MultiplexedConnection,
+        messages: redis::aio::PubSubStream,
+        ctx: &mut Context<Self>,
+    ) {
+        let generation = self.generation;
+        let subscription = ctx.spawn(
+            actix::fut::wrap_stream(messages)
+                .map(|msg: redis::Msg, act: &mut Self, _| act.relay(msg.get_payload_bytes()))
+                .finish()
+                .map(move |(), act, ctx| act.link_lost(generation, "subscription ended", ctx)),
+        );
+        // Peers known before an outage are reconnecting too; wait for them.
+        // (Before the first connection there were none.)
+        let settling = (self.peer_processes > 0).then(|| Settle {
+            until: Instant::now() + SETTLE_LIMIT,
+            subscribers: self.peer_processes + 1,
+        });
+        log::info!(
+            "redis connected url={} channel={} server={} outbox={} waiting_for_peers={}",
+            self.url,
+            self.channel,
+            self.server,
+            self.outbox.len(),
+            settling.as_ref().map_or(0, |s| s.subscribers - 1),
+        );
+        self.attempts = 0;
+        self.link = Some(Link {
+            publisher,
+            subscription,
+            settling,
+        });
+        self.status.set_state(LinkState::Connected);
+        self.count_presence(ctx);
+        self.settle(ctx);
+    }
+
+    /// Drops the link `generation` (if it is still the current one) and
+    /// schedules a reconnect.
+    fn link_lost(&mut self, generation: u64, why: &str, ctx: &mut Context<Self>) {
+        if generation != self.generation {
+            return;
+        }
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        ctx.cancel_future(link.subscription);
+        self.generation += 1;
+        self.flushing = false;
+        self.counting_presence = false;
+        self.status.set_state(LinkState::Connecting);
+        self.status.peer_clients.store(0, Ordering::Relaxed);
+        // Other processes' clients are out of reach until Redis is back.
+        self.hub.do_send(PeerCount { clients: 0 });
+        log::warn!(
+            "redis connection lost url={} reason={why:?} outbox={}; chat stays local, reconnecting",
+            self.url,
+            self.outbox.len()
+        );
+        self.attempts = 1;
+        ctx.run_later(backoff(1), |act, ctx| act.connect(ctx));
+    }
+
+    /// Delivers one message from the channel to local clients, unless it is
+    /// our own (already delivered) or a repeat.
+    fn relay(&mut self, payload: &[u8]) {
+        let envelope: Envelope<String> = match serde_json::from_slice(payload) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                log::warn!(
+                    "ignoring a malformed message channel={} error={err}",
+                    self.channel
+                );
+                return;
+            }
+        };
+        if envelope.origin == self.server.as_str() {
+            return;
+        }
+        if !self.seen.is_new(envelope.origin, envelope.seq) {
+            log::debug!("dropping a repeated event seq={}", envelope.seq);
+            return;
+        }
+        self.hub.do_send(Remote {
+            frame: Frame::from(envelope.frame),
+        });
+    }
+
+    /// Publishes the oldest batch when connected, settled and idle; repeats
+    /// until the outbox is empty.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        let Some(link) = self.link.as_ref().filter(|l| l.settling.is_none()) else {
+            return;
+        };
+        let Some((last, batch)) = self.outbox.batch(BATCH) else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for envelope in batch {
+            pipe.publish(&self.channel, envelope).ignore();
+        }
+        let mut publisher = link.publisher.clone();
+        let generation = self.generation;
+        self.flushing = true;
+        let send = async move { pipe.exec_async(&mut publisher).await };
+        ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
+            if generation == act.generation {
+                act.flushing = false;
+            }
+            match result {
+                Ok(()) => {
+                    // Even from a replaced link: Redis has these events.
+                    act.outbox.confirm(last);
+                    act.status.outbox.store(act.outbox.len(), Ordering::Relaxed);
+                    act.flush(ctx);
+                }
+                Err(err) => act.link_lost(generation, &format!("publish failed: {err}"), ctx),
+            }
+        }));
+    }
+
+    /// Holds the outbox after a reconnect until enough processes subscribe
+    /// again or [`SETTLE_LIMIT`] passes, then flushes.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let Some(settle) = &link.settling else {
+            self.flush(ctx);
+            return;
+        };
+        if Instant::now() >= settle.until {
+            log::info!(
+                "redis peers did not all return within {}s; publishing the outbox anyway",
+                SETTLE_LIMIT.as_secs()
+            );
+            link.settling = None;
+            self.flush(ctx);
+            return;
+        }
+        let wanted = settle.subscribers;
+        let mut publisher = link.publisher.clone();
+        let channel = self.channel.clone();
+        let generation = self.generation;
+        let count = async move {
+            redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async::<(String, usize)>(&mut publisher)
+                .await
+        };
+        ctx.spawn(count.into_actor(self).map(move |result, act, ctx| {
+            if generation != act.generation {
+                return;
+            }
+            match result {
+                Ok((_, subscribers)) if subscribers >= wanted => {
+                    if let Some(link) = act.link.as_mut() {
+                        link.settling = None;
+                    }
+                    act.flush(ctx);
+                }
+                Ok(_) => {
+                    ctx.run_later(SETTLE_POLL, move |act, ctx| {
+                        if generation == act.generation {
+                            act.settle(ctx);
+                        }
+                    });
+                }
+                Err(err) => act.link_lost(generation, &format!("PUBSUB failed: {err}"), ctx),
+            }
+        }));
+    }
+
+    /// Refreshes this process's presence record and tells the hub how many
+    /// clients the other live processes have.
+    fn count_presence(&mut self, ctx: &mut Context<Self>) {
+        if self.counting_presence {
+            return;
+        }
+        let Some(link) = &self.link else {
+            return;
+        };
+        self.counting_presence = true;
+        let mut conn = link.publisher.clone();
+        let hub = self.hub.clone();
+        let (key, index, me) = (
+            self.presence_key.clone(),
+            self.presence_index.clone(),
+            self.server.to_string(),
+        );
+        let generation = self.generation;
+        let count = async move {
+            let local = tokio::time::timeout(REDIS_TIMEOUT, hub.send(Count))
+                .await
+                .map_err(|_| "the hub did not answer in time".to_string())?
+                .map_err(|e| e.to_string())?;
+            let (members,): (Vec<String>,) = redis::pipe()
+                .set_ex(&key, local, PRESENCE_TTL.as_secs())
+                .ignore()
+                .sadd(&index, &me)
+                .ignore()
+                .smembers(&index)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let others: Vec<String> = members.into_iter().filter(|id| *id != me).collect();
+            if others.is_empty() {
+                return Ok((0, 0));
+            }
+            let keys: Vec<String> = others.iter().map(|id| format!("{index}:{id}")).collect();
+            let counts: Vec<Option<usize>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Records that expired belong to processes that are gone.
+            let gone: Vec<&String> = others
+                .iter()
+                .zip(&counts)
+                .filter_map(|(id, count)| count.is_none().then_some(id))
+                .collect();
+            if !gone.is_empty() {
+                redis::cmd("SREM")
+                    .arg(&index)
+                    .arg(&gone)
+                    .exec_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let live = counts.iter().flatten();
+            Ok::<_, String>((live.clone().count(), live.sum::<usize>()))
+        };
+        ctx.spawn(count.into_actor(self).map(move |result, act, ctx| {
+            if generation != act.generation {
+                return;
+            }
+            act.counting_presence = false;
+            match result {
+                Ok((processes, clients)) => {
+                    act.peer_processes = processes;
+                    act.status.peer_clients.store(clients, Ordering::Relaxed);
+                    act.hub.do_send(PeerCount { clients });
+                }
+                Err(err) => act.link_lost(generation, &format!("presence failed: {err}"), ctx),
+            }
+        }));
+    }
+
+    fn log_dropped(&mut self) {
+        if self.dropped_unlogged > 0 {
+            log::warn!(
+                "redis outbox full capacity={} dropped_oldest={}",
+                self.outbox.capacity(),
+                self.dropped_unlogged
+            );
+            self.dropped_unlogged = 0;
+        }
+    }
+}
+
+impl Actor for RedisBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+        ctx.run_interval(PRESENCE_INTERVAL, |act, ctx| act.count_presence(ctx));
+    }
+}
+
+impl Handler<Publish> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        if self.outbox.push(&self.server, &msg.frame) {
+            self.status.dropped.fetch_add(1, Ordering::Relaxed);
+            // One log line per second of overflow, not one per event.
+            if self.dropped_unlogged == 0 {
+                ctx.run_later(Duration::from_secs(1), |act, _| act.log_dropped());
+            }
+            self.dropped_unlogged += 1;
+        }
+        self.status
+            .outbox
+            .store(self.outbox.len(), Ordering::Relaxed);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Stop> for RedisBridge {
+    type Result = ();
+
+    /// Publishes what is still queued and removes the presence record, both
+    /// bounded by one second, then stops.
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.log_dropped();
+        let Some(link) = &self.link else {
+            log::info!("redis bridge stopped; outbox={} unsent", self.outbox.len());
+            ctx.stop();
+            return;
+        };
+        let mut pipe = redis::pipe();
+        if let Some((_, batch)) = self.outbox.batch(usize::MAX) {
+            for envelope in batch {
+                pipe.publish(&self.channel, envelope).ignore();
+            }
+        }
+        pipe.del(&self.presence_key)
+            .ignore()
+            .srem(&self.presence_index, self.server.as_str())
+            .ignore();
+        let mut publisher = link.publisher.clone();
+        let last = async move {
+            tokio::time::timeout(EXIT_TIMEOUT, pipe.exec_async(&mut publisher)).await
+        };
+        ctx.wait(last.into_actor(self).map(|result, act, ctx| {
+            match result {
+                Ok(Ok(())) => log::info!("redis bridge stopped; presence removed"),
+                Ok(Err(err)) => log::warn!("redis bridge stopped; last publish failed: {err}"),
+                Err(_) => log::warn!("redis bridge stopped; last publish timed out"),
+            }
+            act.link = None;
+            ctx.stop();
+        }));
+    }
+}
