@@ -147,19 +147,28 @@ fn default_workers() -> usize {
 }
 
 fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
-    let url = match (env.text("REDIS_URL"), env.text("REDIS_HOST")) {
-        (Some(url), _) => {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(env.invalid("REDIS_URL", "a URL such as redis://127.0.0.1:6379"));
-            }
-            url
-        }
+    let (var, url) = match (env.text("REDIS_URL"), env.text("REDIS_HOST")) {
+        (Some(url), _) => ("REDIS_URL", url),
         (None, Some(host)) => {
             let port: u16 = env.number("REDIS_PORT", 6379, 1..=u16::MAX)?;
-            format!("redis://{host}:{port}")
+            ("REDIS_HOST", format!("redis://{host}:{port}"))
         }
         (None, None) => return Ok(None),
     };
+    // Parsing only; nothing connects until the bridge starts.
+    let parses = (url.starts_with("redis://") || url.starts_with("rediss://"))
+        && redis::Client::open(url.as_str()).is_ok();
+    if !parses {
+        return Err(ConfigError {
+            var,
+            value: crate::relay::redacted(&env.text(var).unwrap_or_default()),
+            expected: if var == "REDIS_URL" {
+                "a URL such as redis://127.0.0.1:6379"
+            } else {
+                "a host name or address such as redis or 127.0.0.1"
+            },
+        });
+    }
     Ok(Some(RedisSettings {
         url,
         channel: env
@@ -295,6 +304,8 @@ mod tests {
             ("WORKERS", "0"),
             ("LOG_LEVEL", "loud"),
             ("REDIS_URL", "localhost:6379"),
+            ("REDIS_URL", "redis://host:notaport"),
+            ("REDIS_HOST", "bad host/name"),
             ("HEARTBEAT_INTERVAL", "0"),
         ];
         for (var, value) in cases {

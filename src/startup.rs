@@ -14,7 +14,7 @@ use crate::actors::chat_hub::ChatHub;
 use crate::actors::redis_bridge::{BridgeStatus, RedisBridge};
 use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCoordinator};
 use crate::actors::ticker::Ticker;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::protocol::ServerId;
 use crate::relay;
@@ -31,8 +31,6 @@ pub enum StartupError {
     },
     #[error("cannot render the chat page from {dir}: {source}")]
     Page { dir: String, source: tera::Error },
-    #[error(transparent)]
-    Config(#[from] ConfigError),
 }
 
 /// A running chatd: its address, and the handles to stop it.
@@ -72,7 +70,7 @@ impl Application {
 
         let server_id = ServerId::generate();
         let lifecycle = Arc::new(Lifecycle::new());
-        let (hub, bridge) = start_hub(&config, &server_id)?;
+        let (hub, bridge) = start_hub(&config, &server_id);
         let ticker = config
             .periodic_notification
             .map(|every| Ticker::new(hub.clone(), every).start());
@@ -199,33 +197,22 @@ impl Application {
 
 /// The hub and, when Redis is configured, the bridge it publishes to. They
 /// know each other's address, so the bridge's context exists before the hub.
-///
-/// # Errors
-/// `REDIS_URL` does not parse as a Redis URL.
-#[allow(clippy::type_complexity)]
 fn start_hub(
     config: &Config,
     server_id: &ServerId,
-) -> Result<
-    (
-        Addr<ChatHub>,
-        Option<(Addr<RedisBridge>, Arc<BridgeStatus>)>,
-    ),
-    ConfigError,
-> {
+) -> (
+    Addr<ChatHub>,
+    Option<(Addr<RedisBridge>, Arc<BridgeStatus>)>,
+) {
     let Some(settings) = &config.redis else {
-        return Ok((ChatHub::new(server_id.clone(), None).start(), None));
+        return (ChatHub::new(server_id.clone(), None).start(), None);
     };
     let bridge_ctx = Context::<RedisBridge>::new();
     let hub = ChatHub::new(server_id.clone(), Some(bridge_ctx.address().recipient())).start();
     let status = Arc::new(BridgeStatus::default());
     let bridge = RedisBridge::new(settings, server_id.clone(), hub.clone(), status.clone())
-        .map_err(|_| ConfigError {
-            var: "REDIS_URL",
-            value: relay::redacted(&settings.url),
-            expected: "a URL such as redis://127.0.0.1:6379",
-        })?;
-    Ok((hub, Some((bridge_ctx.run(bridge), status))))
+        .expect("Config::from_lookup checked that the Redis URL parses");
+    (hub, Some((bridge_ctx.run(bridge), status)))
 }
 
 /// The folder holding `templates/` and `static/`: `ASSETS_DIR` if set, else

@@ -41,6 +41,9 @@ pub struct BeginShutdown {
 /// The longest wait, after force-closing, for sessions to finish.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// The longest wait for the actors in `stop_at_exit` to finish stopping.
+pub const EXIT_GRACE: Duration = Duration::from_millis(1500);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Serving,
@@ -166,11 +169,20 @@ impl ShutdownCoordinator {
             "drain finished pid={} reason={why:?}; exiting",
             std::process::id()
         );
-        for actor in self.stop_at_exit.drain(..) {
+        let stopping: Vec<_> = self.stop_at_exit.drain(..).collect();
+        for actor in &stopping {
             actor.do_send(Stop);
         }
         let server = self.server.clone();
-        actix::spawn(async move { server.stop(true).await });
+        actix::spawn(async move {
+            // The bridge publishes its last events and removes its presence
+            // record as it stops; give it EXIT_GRACE to do so.
+            let deadline = Instant::now() + EXIT_GRACE;
+            while stopping.iter().any(Recipient::connected) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            server.stop(true).await;
+        });
     }
 
     fn cancel_timers(&mut self, ctx: &mut Context<Self>) {
