@@ -195,15 +195,12 @@ impl Application {
     }
 }
 
+/// The Redis bridge and the status it publishes for `/status`.
+type Bridge = (Addr<RedisBridge>, Arc<BridgeStatus>);
+
 /// The hub and, when Redis is configured, the bridge it publishes to. They
 /// know each other's address, so the bridge's context exists before the hub.
-fn start_hub(
-    config: &Config,
-    server_id: &ServerId,
-) -> (
-    Addr<ChatHub>,
-    Option<(Addr<RedisBridge>, Arc<BridgeStatus>)>,
-) {
+fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Bridge>) {
     let Some(settings) = &config.redis else {
         return (ChatHub::new(server_id.clone(), None).start(), None);
     };
