@@ -132,7 +132,7 @@ impl State {
             return;
         }
         let elapsed = now.min(plan.end) - plan.start;
-        let due = (elapsed.as_secs_f64() * plan.per_sender) as u64;
+        let due = messages_due(elapsed, plan.per_sender, index, self.senders);
         let sent_us = self.micros(now);
         while self.sent[index] < due {
             let tag = Tag {
@@ -415,6 +415,50 @@ impl Fleet {
     }
 }
 
+/// How many messages sender `sender` of `senders` owes after `elapsed`.
+///
+/// Its k-th message is due at `(k + (sender + 1) / senders) / per_sender`:
+/// each sender is offset by its share of the interval, so together they send
+/// one message every `1 / rate` seconds rather than all at once, which would
+/// queue a burst of broadcasts at the server and inflate every latency.
+fn messages_due(elapsed: Duration, per_sender: f64, sender: usize, senders: usize) -> u64 {
+    let offset = (sender + 1) as f64 / senders.max(1) as f64;
+    let owed = elapsed.as_secs_f64() * per_sender - offset;
+    if owed < 0.0 {
+        0
+    } else {
+        owed as u64 + 1
+    }
+}
+
 fn tool_cpu() -> f64 {
     crate::procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_take_turns_and_each_sends_its_share() {
+        let second = Duration::from_secs(1);
+        // Two senders at 10/s each: 0.05, 0.15, … and 0.1, 0.2, …, 1.0.
+        assert_eq!(messages_due(second, 10.0, 0, 2), 10);
+        assert_eq!(messages_due(second, 10.0, 1, 2), 10);
+        let at = |ms| Duration::from_millis(ms);
+        assert_eq!(messages_due(at(40), 10.0, 0, 2), 0);
+        assert_eq!(messages_due(at(50), 10.0, 0, 2), 1);
+        assert_eq!(messages_due(at(99), 10.0, 1, 2), 0);
+        assert_eq!(messages_due(at(100), 10.0, 1, 2), 1);
+        // Ten senders at 100/s in all: one message every 10 ms.
+        let sent_by = |ms| {
+            (0..10)
+                .map(|s| messages_due(at(ms), 10.0, s, 10))
+                .sum::<u64>()
+        };
+        assert_eq!(sent_by(9), 0);
+        assert_eq!(sent_by(10), 1);
+        assert_eq!(sent_by(55), 5);
+        assert_eq!(sent_by(3000), 300);
+    }
 }

@@ -47,6 +47,7 @@ modes (defaults in brackets):
            --remote ADDR --clients [100] --senders [10] --rate [1000] --duration [5] --settle [1]
   suite    the standard set against fresh chatd processes it starts: see BENCHMARKS.md
            --chatd [next to this binary] --server-cpu [none; e.g. 0] --cross (also cross, via redis-server)
+           --only [all] a comma list of ramp, idle, steps, connect, cross
 
 every mode: --addr [127.0.0.1:8000] --server-pid [from GET /status] --in-flight [500]
             --timeout [10] (seconds per handshake) --json (one JSON object per result)

@@ -38,6 +38,20 @@ const DIALING: Dialing = Dialing {
     timeout: Duration::from_secs(10),
 };
 
+/// Starts `command` so that it is killed if this tool dies first: an
+/// interrupted `just bench` must not leave servers behind.
+fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
 /// A child process stopped (SIGKILL) when dropped.
 struct Process(Child);
 
@@ -71,8 +85,7 @@ impl Server {
             .env("API_PORT", addr.port().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        let child = command
-            .spawn()
+        let child = spawn_tied(&mut command)
             .map_err(|err| format!("cannot start {}: {err}", chatd.display()))?;
         let mut server = Self {
             process: Process(child),
@@ -112,14 +125,14 @@ fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
         }
         None => Command::new("redis-server"),
     };
-    let child = command
+    command
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--port")
         .arg(port.to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|err| format!("cannot start redis-server: {err}"))?;
+        .stderr(Stdio::null());
+    let child =
+        spawn_tied(&mut command).map_err(|err| format!("cannot start redis-server: {err}"))?;
     let mut redis = Process(child);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_until(
@@ -157,6 +170,9 @@ fn wait_until(
     Ok(())
 }
 
+/// A benchmark of the set: given chatd's path and CPU, its table row.
+type Benchmark = fn(&Path, Option<&str>) -> Row;
+
 /// One line of the final table.
 struct Row {
     benchmark: &'static str,
@@ -178,18 +194,35 @@ pub fn run(options: &Options) -> Result<(), String> {
     let cpu: Option<String> = options.optional("server-cpu")?;
     let cpu = cpu.as_deref();
     let with_cross = options.flag("cross");
+    let only: Option<String> = options.optional("only")?;
     options.check_all_read()?;
+    let benchmarks: [(&str, Benchmark); 5] = [
+        ("ramp", bench_ramp),
+        ("idle", bench_idle),
+        ("steps", bench_steps),
+        ("connect", bench_connect),
+        ("cross", bench_cross),
+    ];
+    let chosen = |name: &str| match &only {
+        Some(only) => only.split(',').any(|o| o.trim() == name),
+        None => name != "cross" || with_cross,
+    };
+    if let Some(unknown) = only
+        .iter()
+        .flat_map(|o| o.split(','))
+        .find(|o| !benchmarks.iter().any(|(name, _)| name == &o.trim()))
+    {
+        return Err(format!(
+            "--only {unknown:?}: expected ramp, idle, steps, connect or cross"
+        ));
+    }
     println!("{}\n", machine());
 
-    let mut rows = vec![
-        bench_ramp(&chatd, cpu),
-        bench_idle(&chatd, cpu),
-        bench_steps(&chatd, cpu),
-        bench_connect(&chatd, cpu),
-    ];
-    if with_cross {
-        rows.push(bench_cross(&chatd, cpu));
-    }
+    let rows: Vec<Row> = benchmarks
+        .iter()
+        .filter(|(name, _)| chosen(name))
+        .map(|(_, bench)| bench(&chatd, cpu))
+        .collect();
     println!("\n| benchmark | measured | target |\n|---|---|---|");
     for row in rows {
         println!("| {} | {} | {} |", row.benchmark, row.result, row.target);
@@ -415,13 +448,21 @@ fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
         let [local, remote] = &phase.latency[..] else {
             unreachable!("cross has two groups")
         };
+        let remote_expected = phase.sent * (load.clients - load.clients / 2) as u64;
+        if remote.count() == 0 {
+            return Err(format!(
+                "no copy reached process B ({remote_expected} expected): is the Redis bridge in this build?"
+            ));
+        }
         let added = |p: f64| (remote.percentile(p) as f64 - local.percentile(p) as f64) / 1000.0;
-        Ok::<_, String>(format!(
-            "added **{:.1} ms** at p50, **{:.1} ms** at p99; {} of {} remote copies lost",
+        Ok(format!(
+            "added **{:.1} ms** at p50, **{:.1} ms** at p99 (local p50 {} ms, p99 {} ms); {} of {} remote copies lost",
             added(50.0),
             added(99.0),
-            phase.lost,
-            phase.deliveries + phase.lost
+            report::ms(local.percentile(50.0)),
+            report::ms(local.percentile(99.0)),
+            remote_expected.saturating_sub(remote.count()),
+            remote_expected
         ))
     })();
     Row {
