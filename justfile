@@ -77,3 +77,10 @@ docker-check:
 pair redis="redis://127.0.0.1:6379":
     cargo build --release
     API_PORT=8001 REDIS_URL={{redis}} ./target/release/chatd & API_PORT=8002 REDIS_URL={{redis}} ./target/release/chatd; wait
+
+# Benchmarks (see BENCHMARKS.md): release build, chatd pinned to CPU 0 and the
+# load tool to CPU 1, the standard set, a table. `just bench --cross` adds the
+# Redis relay figure.
+bench *args:
+    cargo build --release --bins
+    taskset -c 1 cargo run --release --quiet --bin chatd-bench -- suite --server-cpu 0 {{args}}

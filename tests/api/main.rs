@@ -1,5 +1,6 @@
 //! Integration tests over real sockets, gathered into one binary.
 
+mod bench;
 mod chat;
 mod config;
 mod docker;

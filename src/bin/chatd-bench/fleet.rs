@@ -1,0 +1,464 @@
+//! A fleet of connected clients and the phases it runs. Clients `0..senders`
+//! send; every client, senders included, receives, and counts only what it
+//! received: a phase's figures are built from the tags found in arriving
+//! frames, never from what was sent.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::conn;
+use crate::stats::{Arrival, Histogram, SeqTrack, Tag};
+use crate::wire;
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// The server sent a close frame with this code.
+    Closed(u16),
+    /// Anything else: a reset, a bad frame.
+    Fault(String),
+}
+
+/// The sending schedule of the running phase.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    start: Instant,
+    end: Instant,
+    per_sender: f64,
+    pad: usize,
+}
+
+struct Client {
+    group: usize,
+    alive: bool,
+    /// Connected when the phase began, so owed every message it sent.
+    member: bool,
+    tracks: Vec<SeqTrack>,
+}
+
+/// Everything the connection tasks share; borrowed only between awaits.
+pub struct State {
+    epoch: Instant,
+    senders: usize,
+    phase: u32,
+    plan: Option<Plan>,
+    clients: Vec<Client>,
+    /// Per sender: messages written in this phase.
+    sent: Vec<u64>,
+    latency: Vec<Histogram>,
+    deliveries: Vec<u64>,
+    duplicates: u64,
+    late: u64,
+    errors: u64,
+    last_delivery: Option<Instant>,
+    ends: BTreeMap<String, u64>,
+    text: Vec<u8>,
+}
+
+impl State {
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Takes in every whole frame at the start of `buf` and answers pings
+    /// into `out`; returns how many bytes it used.
+    pub fn absorb(
+        &mut self,
+        index: usize,
+        buf: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, End> {
+        let now_us = self.micros(now);
+        let mut at = 0;
+        loop {
+            match wire::parse_frame(&buf[at..]) {
+                Ok(Some((frame, used))) => {
+                    at += used;
+                    match frame.opcode {
+                        wire::OP_TEXT if frame.fin => {
+                            self.on_text(index, frame.payload, now, now_us)
+                        }
+                        wire::OP_TEXT | wire::OP_CONTINUATION => {
+                            return Err(End::Fault("fragmented message".into()))
+                        }
+                        wire::OP_PING => wire::encode(out, wire::OP_PONG, frame.payload),
+                        wire::OP_CLOSE => return Err(End::Closed(wire::close_code(frame.payload))),
+                        _ => {}
+                    }
+                }
+                Ok(None) => return Ok(at),
+                Err(err) => return Err(End::Fault(err.to_string())),
+            }
+        }
+    }
+
+    fn on_text(&mut self, index: usize, event: &[u8], now: Instant, now_us: u64) {
+        if !event.starts_with(b"{\"type\":\"echo\"") {
+            if event.starts_with(b"{\"type\":\"error\"") {
+                self.errors += 1;
+            }
+            return;
+        }
+        let Some(tag) = Tag::find(event) else {
+            return;
+        };
+        let client = &mut self.clients[index];
+        let Some(track) = client.tracks.get_mut(tag.sender as usize) else {
+            self.late += 1;
+            return;
+        };
+        if tag.phase != self.phase || !client.member {
+            self.late += 1;
+            return;
+        }
+        match track.record(tag.seq) {
+            Arrival::New => {
+                self.deliveries[client.group] += 1;
+                self.latency[client.group].record(now_us.saturating_sub(tag.sent_us));
+                self.last_delivery = Some(now);
+            }
+            Arrival::Duplicate => self.duplicates += 1,
+        }
+    }
+
+    /// Appends the messages sender `index` owes by `now` to `out`.
+    pub fn write_due(&mut self, index: usize, now: Instant, out: &mut Vec<u8>) {
+        let Some(plan) = self.plan else { return };
+        if index >= self.senders || now < plan.start {
+            return;
+        }
+        let elapsed = now.min(plan.end) - plan.start;
+        let due = messages_due(elapsed, plan.per_sender, index, self.senders);
+        let sent_us = self.micros(now);
+        while self.sent[index] < due {
+            let tag = Tag {
+                phase: self.phase,
+                sender: index as u32,
+                seq: self.sent[index],
+                sent_us,
+            };
+            self.text.clear();
+            self.text
+                .extend_from_slice(b"{\"type\":\"message\",\"message\":\"");
+            tag.write_text(&mut self.text, plan.pad);
+            self.text.extend_from_slice(b"\"}");
+            wire::encode(out, wire::OP_TEXT, &self.text);
+            self.sent[index] += 1;
+        }
+    }
+
+    pub fn ended(&mut self, index: usize, end: End) {
+        self.clients[index].alive = false;
+        let kind = match end {
+            End::Closed(code) => format!("closed {code}"),
+            End::Fault(fault) => fault,
+        };
+        *self.ends.entry(kind).or_default() += 1;
+    }
+
+    fn unique_deliveries(&self) -> u64 {
+        self.deliveries.iter().sum()
+    }
+
+    fn expected(&self) -> u64 {
+        let members = self.clients.iter().filter(|c| c.member).count() as u64;
+        self.sent.iter().sum::<u64>() * members
+    }
+}
+
+/// What connecting a batch of clients gave.
+#[derive(Debug, Default)]
+pub struct ConnectReport {
+    pub opened: usize,
+    pub failures: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+    /// From the first SYN to the `welcome`, in microseconds.
+    pub handshake: Histogram,
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+pub struct PhaseReport {
+    /// Aggregate messages per second asked of the senders.
+    pub rate: f64,
+    pub members: usize,
+    pub sent: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub errors: u64,
+    /// From the first send to the last delivery (at least the send period).
+    pub window: Duration,
+    /// Per client group, microseconds from write to arrival.
+    pub latency: Vec<Histogram>,
+    /// Connections that ended during the phase, by how.
+    pub ends: BTreeMap<String, u64>,
+    /// chatd's CPU time in the phase, when its pid is known.
+    pub server_cpu_s: Option<f64>,
+    /// This tool's CPU time in the phase: near `window` means the tool, not
+    /// the server, may be the limit.
+    pub tool_cpu_s: f64,
+}
+
+impl PhaseReport {
+    pub fn deliveries_per_s(&self) -> f64 {
+        self.deliveries as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Every group together.
+    pub fn all_latency(&self) -> Histogram {
+        let mut all = Histogram::default();
+        for group in &self.latency {
+            all.merge(group);
+        }
+        all
+    }
+
+    /// chatd's core-seconds per million deliveries.
+    pub fn cpu_per_million(&self) -> Option<f64> {
+        let cpu = self.server_cpu_s?;
+        (self.deliveries > 0).then(|| cpu / (self.deliveries as f64 / 1e6))
+    }
+
+    pub fn tool_busy(&self) -> f64 {
+        self.tool_cpu_s / self.window.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Clients connected to one or more servers, and the phases they run.
+pub struct Fleet {
+    state: Rc<RefCell<State>>,
+    server_pid: Option<u32>,
+}
+
+impl Fleet {
+    /// A fleet whose first `senders` clients send; `groups` sets apart clients
+    /// whose latency is reported separately (local and remote in `cross`).
+    pub fn new(senders: usize, groups: usize, server_pid: Option<u32>) -> Self {
+        let state = State {
+            epoch: Instant::now(),
+            senders,
+            phase: 0,
+            plan: None,
+            clients: Vec::new(),
+            sent: vec![0; senders],
+            latency: vec![Histogram::default(); groups],
+            deliveries: vec![0; groups],
+            duplicates: 0,
+            late: 0,
+            errors: 0,
+            last_delivery: None,
+            ends: BTreeMap::new(),
+            text: Vec::new(),
+        };
+        Self {
+            state: Rc::new(RefCell::new(state)),
+            server_pid,
+        }
+    }
+
+    pub fn alive(&self) -> usize {
+        self.state
+            .borrow()
+            .clients
+            .iter()
+            .filter(|c| c.alive)
+            .count()
+    }
+
+    /// Opens `count` more clients of `group` to `server`, `in_flight` at a
+    /// time, each given up after `timeout`. Must run inside a `LocalSet`.
+    pub async fn connect(
+        &self,
+        server: SocketAddr,
+        count: usize,
+        group: usize,
+        in_flight: usize,
+        timeout: Duration,
+    ) -> ConnectReport {
+        let first = {
+            let mut state = self.state.borrow_mut();
+            let first = state.clients.len();
+            let senders = state.senders;
+            state.clients.extend((0..count).map(|_| Client {
+                group,
+                alive: false,
+                member: false,
+                tracks: vec![SeqTrack::default(); senders],
+            }));
+            first
+        };
+        let next = Rc::new(Cell::new(first));
+        let end = first + count;
+        let report = Rc::new(RefCell::new(ConnectReport::default()));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..in_flight.clamp(1, count.max(1)))
+            .map(|_| {
+                let (next, report, state) = (next.clone(), report.clone(), self.state.clone());
+                tokio::task::spawn_local(async move {
+                    loop {
+                        let index = next.get();
+                        if index >= end {
+                            break;
+                        }
+                        next.set(index + 1);
+                        let began = Instant::now();
+                        let source = conn::source_address(index);
+                        let opened = tokio::time::timeout(timeout, conn::open(server, source))
+                            .await
+                            .unwrap_or_else(|_| Err("timed out".into()));
+                        let mut report = report.borrow_mut();
+                        match opened {
+                            Ok(opened) => {
+                                report.opened += 1;
+                                report.handshake.record(began.elapsed().as_micros() as u64);
+                                let sender = index < state.borrow().senders;
+                                state.borrow_mut().clients[index].alive = true;
+                                tokio::task::spawn_local(conn::drive(
+                                    opened,
+                                    index,
+                                    sender,
+                                    state.clone(),
+                                ));
+                            }
+                            Err(kind) => *report.failures.entry(kind).or_default() += 1,
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.await;
+        }
+        let mut report = report.take();
+        report.elapsed = started.elapsed();
+        report
+    }
+
+    /// Sends `rate` messages per second in all for `duration`, then waits up
+    /// to `drain` for every owed copy to arrive, and reports what did.
+    pub async fn run_phase(
+        &self,
+        rate: f64,
+        duration: Duration,
+        pad: usize,
+        drain: Duration,
+    ) -> PhaseReport {
+        let cpu_before = self.server_cpu();
+        let tool_before = tool_cpu();
+        let plan = {
+            let mut state = self.state.borrow_mut();
+            let senders = state.senders;
+            state.phase += 1;
+            state.sent.fill(0);
+            for client in &mut state.clients {
+                client.member = client.alive;
+                client.tracks.fill(SeqTrack::default());
+            }
+            let groups = state.latency.len();
+            state.latency = vec![Histogram::default(); groups];
+            state.deliveries = vec![0; groups];
+            (state.duplicates, state.late, state.errors) = (0, 0, 0);
+            state.last_delivery = None;
+            state.ends.clear();
+            let start = Instant::now() + Duration::from_millis(10);
+            let plan = Plan {
+                start,
+                end: start + duration,
+                per_sender: rate / senders.max(1) as f64,
+                pad,
+            };
+            state.plan = Some(plan);
+            plan
+        };
+        tokio::time::sleep_until((plan.end + Duration::from_millis(5)).into()).await;
+        let give_up = Instant::now() + drain;
+        loop {
+            let owed = {
+                let state = self.state.borrow();
+                state.expected().saturating_sub(state.unique_deliveries())
+            };
+            if owed == 0 || Instant::now() >= give_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut state = self.state.borrow_mut();
+        state.plan = None;
+        let deliveries = state.unique_deliveries();
+        let last = state.last_delivery.unwrap_or(plan.end).max(plan.end);
+        PhaseReport {
+            rate,
+            members: state.clients.iter().filter(|c| c.member).count(),
+            sent: state.sent.iter().sum(),
+            deliveries,
+            lost: state.expected().saturating_sub(deliveries),
+            duplicates: state.duplicates,
+            late: state.late,
+            errors: state.errors,
+            window: last - plan.start,
+            latency: state.latency.clone(),
+            ends: std::mem::take(&mut state.ends),
+            server_cpu_s: cpu_before.zip(self.server_cpu()).map(|(a, b)| b - a),
+            tool_cpu_s: tool_cpu() - tool_before,
+        }
+    }
+
+    fn server_cpu(&self) -> Option<f64> {
+        self.server_pid
+            .and_then(|pid| crate::procfs::cpu_seconds(pid).ok())
+    }
+}
+
+/// How many messages sender `sender` of `senders` owes after `elapsed`.
+///
+/// Its k-th message is due at `(k + (sender + 1) / senders) / per_sender`:
+/// each sender is offset by its share of the interval, so together they send
+/// one message every `1 / rate` seconds rather than all at once, which would
+/// queue a burst of broadcasts at the server and inflate every latency.
+fn messages_due(elapsed: Duration, per_sender: f64, sender: usize, senders: usize) -> u64 {
+    let offset = (sender + 1) as f64 / senders.max(1) as f64;
+    let owed = elapsed.as_secs_f64() * per_sender - offset;
+    if owed < 0.0 {
+        0
+    } else {
+        owed as u64 + 1
+    }
+}
+
+fn tool_cpu() -> f64 {
+    crate::procfs::cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_take_turns_and_each_sends_its_share() {
+        let second = Duration::from_secs(1);
+        // Two senders at 10/s each: 0.05, 0.15, … and 0.1, 0.2, …, 1.0.
+        assert_eq!(messages_due(second, 10.0, 0, 2), 10);
+        assert_eq!(messages_due(second, 10.0, 1, 2), 10);
+        let at = |ms| Duration::from_millis(ms);
+        assert_eq!(messages_due(at(40), 10.0, 0, 2), 0);
+        assert_eq!(messages_due(at(50), 10.0, 0, 2), 1);
+        assert_eq!(messages_due(at(99), 10.0, 1, 2), 0);
+        assert_eq!(messages_due(at(100), 10.0, 1, 2), 1);
+        // Ten senders at 100/s in all: one message every 10 ms.
+        let sent_by = |ms| {
+            (0..10)
+                .map(|s| messages_due(at(ms), 10.0, s, 10))
+                .sum::<u64>()
+        };
+        assert_eq!(sent_by(9), 0);
+        assert_eq!(sent_by(10), 1);
+        assert_eq!(sent_by(55), 5);
+        assert_eq!(sent_by(3000), 300);
+    }
+}

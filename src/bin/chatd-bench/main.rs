@@ -1,0 +1,310 @@
+//! `chatd-bench`: the load tool shipped with chatd.
+//!
+//! It counts only what arrives. Every chat message a sender writes carries a
+//! tag (phase, sender, sequence number, send time); every client, the sender
+//! included, parses the tag from each `echo` it receives, so latency is
+//! measured at every receiver and lost and duplicated copies are counted
+//! exactly. The clients speak a minimal WebSocket over a current-thread tokio
+//! runtime, so one core of load can measure a server near a million
+//! deliveries a second; each report shows the tool's own CPU use so a reader
+//! can tell when the tool, not the server, was the limit.
+
+mod args;
+mod conn;
+mod fleet;
+mod modes;
+mod procfs;
+mod report;
+mod stats;
+mod suite;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use args::Options;
+use modes::{Dialing, Load, Ramp, Target};
+
+const USAGE: &str = "\
+usage: chatd-bench <mode> [--option value ...]
+
+modes (defaults in brackets):
+  fanout   N clients, S of them sending R messages/s in all, for a while
+           --clients [1000] --senders [10] --rate [100] --duration [5] --size [0] --drain [5]
+  ramp     fanout steps with R raised by --factor until p99 > --p99-ms or anything is lost;
+           reports the highest deliveries/s held
+           --clients [1000] --senders [10] --start [100] --factor [1.25] --max-rate [5000]
+           --step [3] --drain [2] --p99-ms [100] --size [0]
+  steps    adds --step-clients at a time up to --max-clients, a fanout at every size
+           --step-clients [1000] --max-clients [19000] --senders [4] --rate [40] --step [2] --drain [2]
+  idle     N idle connections; the server's RSS before and after  --clients [10000] --settle [2]
+  connect  handshakes/s (TCP + upgrade + welcome), K in flight, all kept open
+           --connections [10000] --in-flight [2000]
+  cross    senders and half the receivers on --addr, the other half on --remote (chatd
+           processes sharing a Redis): the latency the Redis hop adds
+           --remote ADDR --clients [100] --senders [10] --rate [1000] --duration [5] --settle [1]
+  suite    the standard set against fresh chatd processes it starts: see BENCHMARKS.md
+           --chatd [next to this binary] --server-cpu [none; e.g. 0] --cross (also cross, via redis-server)
+           --only [all] a comma list of ramp, idle, steps, connect, cross
+
+every mode: --addr [127.0.0.1:8000] --server-pid [from GET /status] --in-flight [500]
+            --timeout [10] (seconds per handshake) --json (one JSON object per result)
+times are in seconds; --size is extra bytes of chat text per message.";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_default();
+    let result = Options::parse(args).and_then(|options| {
+        raise_file_limit();
+        match mode.as_str() {
+            "fanout" => fanout(&options),
+            "ramp" => ramp(&options),
+            "steps" => steps(&options),
+            "idle" => idle(&options),
+            "connect" => connect(&options),
+            "cross" => cross(&options),
+            "suite" => suite::run(&options),
+            "help" | "-h" | "--help" => {
+                println!("{USAGE}");
+                Ok(())
+            }
+            other => Err(format!("unknown mode {other:?}\n\n{USAGE}")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chatd-bench: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `future` on a current-thread runtime with a `LocalSet`; every
+/// connection it opened is closed when it returns.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    tokio::task::LocalSet::new().block_on(&runtime, future)
+}
+
+/// Lifts the soft descriptor limit to the hard one: one descriptor per
+/// client, and the default soft limit is often 1024.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                eprintln!("chatd-bench: cannot raise the descriptor limit");
+            }
+        }
+    }
+}
+
+fn seconds(options: &Options, name: &str, default: f64) -> Result<Duration, String> {
+    let value: f64 = options.get(name, default)?;
+    Duration::try_from_secs_f64(value).map_err(|_| format!("--{name} must be 0 or more seconds"))
+}
+
+fn target(options: &Options) -> Result<(SocketAddr, Option<u32>), String> {
+    let addr = options.get("addr", SocketAddr::from(([127, 0, 0, 1], 8000)))?;
+    Ok((addr, options.optional("server-pid")?))
+}
+
+fn dialing(options: &Options, in_flight: usize) -> Result<Dialing, String> {
+    Ok(Dialing {
+        in_flight: options.get("in-flight", in_flight)?,
+        timeout: seconds(options, "timeout", 10.0)?,
+    })
+}
+
+fn load(options: &Options, clients: usize, senders: usize, rate: f64) -> Result<Load, String> {
+    let load = Load {
+        clients: options.get("clients", clients)?,
+        senders: options.get("senders", senders)?,
+        rate: options.get("rate", rate)?,
+        duration: seconds(options, "duration", 5.0)?,
+        pad: options.get("size", 0)?,
+        drain: seconds(options, "drain", 5.0)?,
+    };
+    if load.senders == 0 || load.senders > load.clients {
+        return Err("--senders must be from 1 to --clients".into());
+    }
+    Ok(load)
+}
+
+fn print_phases(options: &Options, mode: &str, rows: &[(String, &fleet::PhaseReport)]) {
+    if options.flag("json") {
+        for (_, row) in rows {
+            println!("{}", report::phase_json(mode, row));
+        }
+        return;
+    }
+    println!("{}", report::PHASE_HEADER);
+    for (label, row) in rows {
+        println!("{}", report::phase_row(label, row));
+    }
+}
+
+fn fanout(options: &Options) -> Result<(), String> {
+    let (addr, pid) = target(options)?;
+    let load = load(options, 1000, 10, 100.0)?;
+    let dialing = dialing(options, 500)?;
+    options.check_all_read()?;
+    let target = Target {
+        addr,
+        pid: modes::resolve_pid(addr, pid),
+    };
+    let result = block_on(modes::fanout(target, load, dialing))?;
+    print_phases(options, "fanout", &[("fanout".into(), &result)]);
+    Ok(())
+}
+
+fn ramp(options: &Options) -> Result<(), String> {
+    let (addr, pid) = target(options)?;
+    let mut load = load(options, 1000, 10, 0.0)?;
+    load.duration = seconds(options, "step", 3.0)?;
+    load.drain = seconds(options, "drain", 2.0)?;
+    let ramp = Ramp {
+        start: options.get("start", 100.0)?,
+        factor: options.get("factor", 1.25)?,
+        max_rate: options.get("max-rate", 5000.0)?,
+        p99_limit: Duration::from_millis(options.get("p99-ms", 100)?),
+    };
+    if ramp.factor <= 1.0 || ramp.start <= 0.0 {
+        return Err("--start must be above 0 and --factor above 1".into());
+    }
+    let dialing = dialing(options, 500)?;
+    options.check_all_read()?;
+    let target = Target {
+        addr,
+        pid: modes::resolve_pid(addr, pid),
+    };
+    let json = options.flag("json");
+    if !json {
+        println!("{}", report::PHASE_HEADER);
+    }
+    let steps = block_on(modes::ramp(target, load, ramp, dialing, |step, held| {
+        if json {
+            println!("{}", report::phase_json("ramp-step", step));
+        } else {
+            println!(
+                "{}",
+                report::phase_row(if held { "held" } else { "FAILED" }, step)
+            );
+        }
+    }))?;
+    match modes::best_held(&steps) {
+        Some(best) if json => println!("{}", report::phase_json("ramp", best)),
+        Some(best) => println!(
+            "ramp: {} deliveries/s held at {} clients (p99 {} ms, {} core-s per million deliveries)",
+            report::thousands(best.deliveries_per_s() as u64),
+            best.members,
+            report::ms(best.all_latency().percentile(99.0)),
+            best.cpu_per_million()
+                .map_or("-".into(), |cpu| format!("{cpu:.2}")),
+        ),
+        None => println!("ramp: no step held"),
+    }
+    Ok(())
+}
+
+fn steps(options: &Options) -> Result<(), String> {
+    let (addr, pid) = target(options)?;
+    let step_clients = options.get("step-clients", 1000)?;
+    let max_clients = options.get("max-clients", 19_000)?;
+    let load = Load {
+        clients: max_clients,
+        senders: options.get("senders", 4)?,
+        rate: options.get("rate", 40.0)?,
+        duration: seconds(options, "step", 2.0)?,
+        pad: options.get("size", 0)?,
+        drain: seconds(options, "drain", 2.0)?,
+    };
+    if load.senders == 0 || load.senders > step_clients {
+        return Err("--senders must be from 1 to --step-clients".into());
+    }
+    let dialing = dialing(options, 500)?;
+    options.check_all_read()?;
+    let target = Target {
+        addr,
+        pid: modes::resolve_pid(addr, pid),
+    };
+    let json = options.flag("json");
+    if !json {
+        println!("{}", report::PHASE_HEADER);
+    }
+    block_on(modes::steps(
+        target,
+        load,
+        step_clients,
+        max_clients,
+        dialing,
+        |clients, step| {
+            if json {
+                println!("{}", report::phase_json("steps", step));
+            } else {
+                println!("{}", report::phase_row(&clients.to_string(), step));
+            }
+        },
+    ))?;
+    Ok(())
+}
+
+fn idle(options: &Options) -> Result<(), String> {
+    let (addr, pid) = target(options)?;
+    let clients = options.get("clients", 10_000)?;
+    let settle = seconds(options, "settle", 2.0)?;
+    let dialing = dialing(options, 500)?;
+    options.check_all_read()?;
+    let pid = modes::resolve_pid(addr, pid).ok_or("idle needs the server's pid")?;
+    let result = block_on(modes::idle(addr, pid, clients, settle, dialing))?;
+    if options.flag("json") {
+        println!("{}", report::idle_json(&result));
+    } else {
+        println!("{}", report::idle_line(&result));
+    }
+    Ok(())
+}
+
+fn connect(options: &Options) -> Result<(), String> {
+    let (addr, _) = target(options)?;
+    let connections = options.get("connections", 10_000)?;
+    let dialing = dialing(options, 2000)?;
+    options.check_all_read()?;
+    let result = block_on(modes::connect(addr, connections, dialing));
+    if options.flag("json") {
+        println!("{}", report::connect_json(&result));
+    } else {
+        println!("{}", report::connect_line(&result));
+    }
+    Ok(())
+}
+
+fn cross(options: &Options) -> Result<(), String> {
+    let (addr, pid) = target(options)?;
+    let remote: SocketAddr = options
+        .optional("remote")?
+        .ok_or("cross needs --remote, the address of a second chatd on the same Redis")?;
+    let load = load(options, 100, 10, 1000.0)?;
+    let settle = seconds(options, "settle", 1.0)?;
+    let dialing = dialing(options, 500)?;
+    options.check_all_read()?;
+    let local = Target { addr, pid };
+    let result = block_on(modes::cross(local, remote, load, settle, dialing))?;
+    print_phases(options, "cross", &[("cross".into(), &result)]);
+    if !options.flag("json") {
+        println!("{}", report::cross_lines(&result));
+    }
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! `suite`: the standard set behind `just bench`. Each benchmark gets a fresh
+//! chatd (so idle memory is not measured on top of a ramp's leftovers),
+//! started with the limits a benchmark needs lifted, optionally pinned to a
+//! CPU, and stopped afterwards. The table at the end puts every figure next
+//! to its target from the performance issue.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::args::Options;
+use crate::fleet::PhaseReport;
+use crate::modes::{self, Dialing, Load, Ramp, Target};
+use crate::{block_on, procfs, report};
+
+/// chatd's settings for benchmarking: one worker (one core), no ticker, and
+/// the per-connection rate limit and connection cap lifted. 4 MiB of pending
+/// output per client lets a burst queue without a slow-consumer close, while
+/// a client that really stops reading is still cut off.
+const SERVER_ENV: &[(&str, &str)] = &[
+    ("API_HOST", "127.0.0.1"),
+    ("WORKERS", "1"),
+    ("RATE_LIMIT_PER_SEC", "1000000"),
+    ("RATE_LIMIT_BURST", "1000000"),
+    ("MAX_CONNECTIONS", "30000"),
+    ("MAX_PENDING_BYTES", "4194304"),
+    ("PERIODIC_NOTIFICATION", "0"),
+    ("LOG_LEVEL", "warn"),
+    ("SHUTDOWN_TIMEOUT", "1"),
+];
+
+/// No single benchmark may take longer than this.
+const BENCHMARK_LIMIT: Duration = Duration::from_secs(150);
+
+const DIALING: Dialing = Dialing {
+    in_flight: 500,
+    timeout: Duration::from_secs(10),
+};
+
+/// Starts `command` so that it is killed if this tool dies first: an
+/// interrupted `just bench` must not leave servers behind.
+fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// A child process stopped (SIGKILL) when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A chatd started for one benchmark.
+struct Server {
+    process: Process,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(chatd: &Path, cpu: Option<&str>, extra_env: &[(&str, &str)]) -> Result<Self, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpu).arg(chatd);
+                taskset
+            }
+            None => Command::new(chatd),
+        };
+        command
+            .envs(SERVER_ENV.iter().copied())
+            .envs(extra_env.iter().copied())
+            .env("API_PORT", addr.port().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = spawn_tied(&mut command)
+            .map_err(|err| format!("cannot start {}: {err}", chatd.display()))?;
+        let mut server = Self {
+            process: Process(child),
+            addr,
+        };
+        wait_until(
+            || procfs::http_get(addr, "/healthz").is_ok(),
+            || server.exited(),
+        )?;
+        Ok(server)
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        match self.process.0.try_wait() {
+            Ok(Some(status)) => Some(format!("chatd exited at start-up: {status}")),
+            _ => None,
+        }
+    }
+
+    /// taskset execs chatd, so the child's pid is chatd's.
+    fn target(&self) -> Target {
+        Target {
+            addr: self.addr,
+            pid: Some(self.process.0.id()),
+        }
+    }
+}
+
+/// A throwaway redis-server on a free loopback port, for `cross`.
+fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
+    let port = free_port()?;
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("-c").arg(cpu).arg("redis-server");
+            taskset
+        }
+        None => Command::new("redis-server"),
+    };
+    command
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--port")
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child =
+        spawn_tied(&mut command).map_err(|err| format!("cannot start redis-server: {err}"))?;
+    let mut redis = Process(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(
+        || std::net::TcpStream::connect(addr).is_ok(),
+        || match redis.0.try_wait() {
+            Ok(Some(status)) => Some(format!("redis-server exited: {status}")),
+            _ => None,
+        },
+    )?;
+    Ok((redis, port))
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|err| format!("no free port: {err}"))
+}
+
+/// Polls `ready` for up to ten seconds, giving up early if `failed` says why.
+fn wait_until(
+    mut ready: impl FnMut() -> bool,
+    mut failed: impl FnMut() -> Option<String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        if let Some(why) = failed() {
+            return Err(why);
+        }
+        if Instant::now() > deadline {
+            return Err("not ready within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A benchmark of the set: given chatd's path and CPU, its table row.
+type Benchmark = fn(&Path, Option<&str>) -> Row;
+
+/// One line of the final table.
+struct Row {
+    benchmark: &'static str,
+    result: String,
+    target: &'static str,
+}
+
+/// Runs the standard set and prints the table.
+///
+/// # Errors
+/// The options are wrong; a benchmark that fails is reported in the table.
+pub fn run(options: &Options) -> Result<(), String> {
+    let chatd = match options.optional::<PathBuf>("chatd")? {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|err| format!("cannot find this binary: {err}"))?
+            .with_file_name("chatd"),
+    };
+    let cpu: Option<String> = options.optional("server-cpu")?;
+    let cpu = cpu.as_deref();
+    let with_cross = options.flag("cross");
+    let only: Option<String> = options.optional("only")?;
+    options.check_all_read()?;
+    let benchmarks: [(&str, Benchmark); 5] = [
+        ("ramp", bench_ramp),
+        ("idle", bench_idle),
+        ("steps", bench_steps),
+        ("connect", bench_connect),
+        ("cross", bench_cross),
+    ];
+    let chosen = |name: &str| match &only {
+        Some(only) => only.split(',').any(|o| o.trim() == name),
+        None => name != "cross" || with_cross,
+    };
+    if let Some(unknown) = only
+        .iter()
+        .flat_map(|o| o.split(','))
+        .find(|o| !benchmarks.iter().any(|(name, _)| name == &o.trim()))
+    {
+        return Err(format!(
+            "--only {unknown:?}: expected ramp, idle, steps, connect or cross"
+        ));
+    }
+    println!("{}\n", machine());
+
+    let rows: Vec<Row> = benchmarks
+        .iter()
+        .filter(|(name, _)| chosen(name))
+        .map(|(_, bench)| bench(&chatd, cpu))
+        .collect();
+    println!("\n| benchmark | measured | target |\n|---|---|---|");
+    for row in rows {
+        println!("| {} | {} | {} |", row.benchmark, row.result, row.target);
+    }
+    Ok(())
+}
+
+/// Runs `body` against a fresh chatd; any failure becomes the row's result.
+fn with_server<T>(
+    chatd: &Path,
+    cpu: Option<&str>,
+    body: impl FnOnce(&Server) -> Result<T, String>,
+) -> Result<T, String> {
+    let server = Server::start(chatd, cpu, &[])?;
+    body(&server)
+}
+
+/// Runs `future` to completion within [`BENCHMARK_LIMIT`].
+fn bounded<F: std::future::Future<Output = Result<T, String>>, T>(future: F) -> Result<T, String> {
+    block_on(async {
+        tokio::time::timeout(BENCHMARK_LIMIT, future)
+            .await
+            .unwrap_or_else(|_| Err(format!("did not finish within {BENCHMARK_LIMIT:?}")))
+    })
+}
+
+fn bench_ramp(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!(
+        "== ramp: 1,000 clients, 10 senders, rate ×1.25 per 3 s step until p99 > 100 ms or a loss"
+    );
+    println!("{}", report::PHASE_HEADER);
+    let load = Load {
+        clients: 1000,
+        senders: 10,
+        rate: 0.0,
+        duration: Duration::from_secs(3),
+        pad: 0,
+        drain: Duration::from_secs(2),
+    };
+    let ramp = Ramp {
+        start: 100.0,
+        factor: 1.25,
+        max_rate: 3000.0,
+        p99_limit: Duration::from_millis(100),
+    };
+    let result = with_server(chatd, cpu, |server| {
+        bounded(modes::ramp(
+            server.target(),
+            load,
+            ramp,
+            DIALING,
+            |step, held| {
+                let label = if held { "held" } else { "FAILED" };
+                println!("{}", report::phase_row(label, step));
+            },
+        ))
+    });
+    let result = result.map(|steps| {
+        let failed = steps
+            .iter()
+            .find(|(_, held)| !held)
+            .map(|(step, _)| format!("; next step failed: {}", failure(step)));
+        match modes::best_held(&steps) {
+            Some(best) => format!(
+                "**{}** deliveries/s held (p99 {} ms), **{}** core-s per M deliveries{}",
+                report::thousands(best.deliveries_per_s() as u64),
+                report::ms(best.all_latency().percentile(99.0)),
+                best.cpu_per_million()
+                    .map_or("-".into(), |cpu| format!("{cpu:.2}")),
+                failed.unwrap_or_default()
+            ),
+            None => format!("no step held{}", failed.unwrap_or_default()),
+        }
+    });
+    Row {
+        benchmark: "ramp, 1,000 clients, 10 senders",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≥ 1,000,000 deliveries/s, p99 ≤ 100 ms, nothing lost, ≤ 0.8 core-s per M",
+    }
+}
+
+/// Why a step did not hold, in a few words.
+fn failure(step: &PhaseReport) -> String {
+    format!(
+        "{} deliveries/s offered, p99 {} ms, lost {}, dup {}, errors {}",
+        report::thousands((step.rate * step.members as f64) as u64),
+        report::ms(step.all_latency().percentile(99.0)),
+        step.lost,
+        step.duplicates,
+        step.errors
+    )
+}
+
+fn bench_idle(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== idle: 10,000 connections");
+    let result = with_server(chatd, cpu, |server| {
+        let target = server.target();
+        let pid = target.pid.expect("the suite knows its server's pid");
+        bounded(modes::idle(
+            target.addr,
+            pid,
+            10_000,
+            Duration::from_secs(2),
+            DIALING,
+        ))
+    })
+    .map(|idle| {
+        println!("{}", report::idle_line(&idle));
+        format!(
+            "**{:.1} KB** per connection ({:.1} → {:.1} MiB)",
+            idle.bytes_per_connection() / 1000.0,
+            idle.rss_before as f64 / 1048576.0,
+            idle.rss_after as f64 / 1048576.0
+        )
+    });
+    Row {
+        benchmark: "idle, 10,000 connections",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≤ 8 KB per connection (stretch: < 4.8 KB)",
+    }
+}
+
+fn bench_steps(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== steps: +1,000 clients per step to 19,000, 4 broadcasters at 10 msgs/s each");
+    println!("{}", report::PHASE_HEADER);
+    let load = Load {
+        clients: 19_000,
+        senders: 4,
+        rate: 40.0,
+        duration: Duration::from_secs(2),
+        pad: 0,
+        drain: Duration::from_secs(2),
+    };
+    let result = with_server(chatd, cpu, |server| {
+        bounded(modes::steps(
+            server.target(),
+            load,
+            1000,
+            19_000,
+            DIALING,
+            |clients, step| println!("{}", report::phase_row(&clients.to_string(), step)),
+        ))
+    })
+    .map(|steps| {
+        let p95 = |step: &PhaseReport| step.all_latency().percentile(95.0);
+        let limit = 250_000;
+        let held = steps
+            .iter()
+            .take_while(|(_, step)| p95(step) <= limit && step.lost == 0)
+            .last()
+            .map_or(0, |(clients, _)| *clients);
+        let (worst_at, worst) = steps
+            .iter()
+            .max_by_key(|(_, step)| p95(step))
+            .map_or((0, 0), |(clients, step)| (*clients, p95(step)));
+        let lost: u64 = steps.iter().map(|(_, step)| step.lost).sum();
+        format!(
+            "p95 ≤ 250 ms and nothing lost up to **{}** clients; worst p95 {} ms at {} clients; {} lost in all",
+            report::thousands(held as u64),
+            report::ms(worst),
+            report::thousands(worst_at as u64),
+            lost
+        )
+    });
+    Row {
+        benchmark: "steps to 19,000 clients, 4 broadcasters",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "p95 ≤ 250 ms at every step",
+    }
+}
+
+fn bench_connect(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== connect: 10,000 handshakes, 2,000 in flight");
+    let dialing = Dialing {
+        in_flight: 2000,
+        ..DIALING
+    };
+    let result = with_server(chatd, cpu, |server| {
+        bounded(async { Ok(modes::connect(server.addr, 10_000, dialing).await) })
+    })
+    .map(|connect| {
+        println!("{}", report::connect_line(&connect));
+        format!(
+            "**{}** handshakes/s, {} failed (p99 {} ms)",
+            report::thousands(report::handshakes_per_s(&connect) as u64),
+            connect.failures.values().sum::<u64>(),
+            report::ms(connect.handshake.percentile(99.0))
+        )
+    });
+    Row {
+        benchmark: "connect, 2,000 in flight",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≥ 5,000 handshakes/s, none failed",
+    }
+}
+
+fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== cross: 10 senders at 1,000 msgs/s on process A; 50 receivers on A, 50 on B, through Redis");
+    let load = Load {
+        clients: 100,
+        senders: 10,
+        rate: 1000.0,
+        duration: Duration::from_secs(5),
+        pad: 0,
+        drain: Duration::from_secs(3),
+    };
+    let result = (|| {
+        let (_redis, port) = start_redis(cpu)?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let env = [("REDIS_URL", url.as_str())];
+        let a = Server::start(chatd, cpu, &env)?;
+        let b = Server::start(chatd, cpu, &env)?;
+        let phase = bounded(modes::cross(
+            a.target(),
+            b.addr,
+            load,
+            Duration::from_secs(1),
+            DIALING,
+        ))?;
+        println!("{}", report::PHASE_HEADER);
+        println!("{}", report::phase_row("cross", &phase));
+        println!("{}", report::cross_lines(&phase));
+        let [local, remote] = &phase.latency[..] else {
+            unreachable!("cross has two groups")
+        };
+        let remote_expected = phase.sent * (load.clients - load.clients / 2) as u64;
+        if remote.count() == 0 {
+            return Err(format!(
+                "no copy reached process B ({remote_expected} expected): is the Redis bridge in this build?"
+            ));
+        }
+        let added = |p: f64| (remote.percentile(p) as f64 - local.percentile(p) as f64) / 1000.0;
+        Ok(format!(
+            "added **{:.1} ms** at p50, **{:.1} ms** at p99 (local p50 {} ms, p99 {} ms); {} of {} remote copies lost",
+            added(50.0),
+            added(99.0),
+            report::ms(local.percentile(50.0)),
+            report::ms(local.percentile(99.0)),
+            remote_expected.saturating_sub(remote.count()),
+            remote_expected
+        ))
+    })();
+    Row {
+        benchmark: "cross, 1,000 msgs/s through Redis",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≤ 1 ms added at p50, ≤ 5 ms at p99",
+    }
+}
+
+/// The machine, as BENCHMARKS.md records it.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown", str::trim);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or("unknown".into(), |kib| {
+            format!("{:.1} GiB", kib / 1048576.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // Not available_parallelism: under taskset that counts only our CPU.
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    format!(
+        "machine: {cores} cores, {model}, {memory} memory, Linux {}",
+        kernel.trim()
+    )
+}
