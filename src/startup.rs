@@ -59,7 +59,7 @@ impl Application {
             }
         })?;
         let bind_addr = format!("{}:{}", config.api_host, config.api_port);
-        let listener = TcpListener::bind(&bind_addr).map_err(|source| StartupError::Bind {
+        let listener = listen(&bind_addr).map_err(|source| StartupError::Bind {
             addr: bind_addr.clone(),
             source,
         })?;
@@ -100,7 +100,7 @@ impl Application {
                 .configure(|cfg| http::configure(cfg, &state))
         })
         .workers(config.workers)
-        .backlog(4096)
+        .backlog(LISTEN_BACKLOG as u32)
         .disable_signals()
         .shutdown_timeout(1)
         .on_connect(transport::remember_socket)
@@ -193,6 +193,25 @@ impl Application {
         log::info!("{}", self.announcement);
         self.server.await
     }
+}
+
+/// Connections the kernel queues before chatd accepts them. std's
+/// `TcpListener::bind` would listen with 128, which overflows (and makes
+/// clients retry their SYN a second later) when thousands connect at once.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds `addr` the way actix-web would, but with [`LISTEN_BACKLOG`].
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// The Redis bridge and the status it publishes for `/status`.
