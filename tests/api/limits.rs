@@ -201,6 +201,7 @@ async fn clients_that_never_read_are_closed_without_slowing_or_bloating_anyone()
             "stalled client {n} was cut off: {read} bytes"
         );
     }
+    server.wait_for_line("hanging up on a client that stopped reading");
     let closed = server
         .log
         .iter()
@@ -209,6 +210,13 @@ async fn clients_that_never_read_are_closed_without_slowing_or_bloating_anyone()
     assert!(closed >= 1, "{closed}");
     let status = process_status(&server).await;
     assert_eq!(status["connections"], 2, "{status}");
+    let mut fresh = WsClient::connect(&format!("{url}fresh")).await;
+    assert_eq!(fresh.next_event().await["type"], "welcome");
+    fresh.say("after the stall").await;
+    assert_eq!(
+        fresh.next_event_of("echo").await["message"],
+        "after the stall"
+    );
 }
 
 /// `/status` of a chatd process.
