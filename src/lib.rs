@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod config;
+pub mod frame_guard;
 pub mod healthcheck;
 pub mod http;
 pub mod protocol;

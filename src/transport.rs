@@ -11,9 +11,11 @@
 //! session reads them from [`Backlog`] and closes itself with 1008 past its
 //! limit.
 //!
-//! A session closed that way still has its close frame queued behind data the
-//! client never reads. So once the session has stopped, the pump gives the
-//! client [`CLOSE_LINGER`] to finish, then shuts the socket down.
+//! When the session stops, the pump ends the channel: the body ends after the
+//! close frame and actix closes the connection, as the server should under
+//! RFC 6455. A session closed for not reading still has its close frame queued
+//! behind data the client never reads; so the pump gives the client
+//! [`CLOSE_LINGER`] to take it, then shuts the socket down.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a stopped session's client gets to read what is left before the
 /// socket is shut down under it.
@@ -75,16 +77,47 @@ where
     S: Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    actix_web::rt::spawn(pump(session_stream, tx, backlog.clone(), socket));
-    Body { rx, backlog }
+    let (alive, gone) = oneshot::channel();
+    actix_web::rt::spawn(pump(session_stream, tx, gone, backlog.clone(), socket));
+    Body {
+        rx,
+        backlog,
+        _alive: alive,
+    }
 }
 
 async fn pump<S>(
     session_stream: S,
     tx: mpsc::UnboundedSender<Bytes>,
+    gone: oneshot::Receiver<()>,
     backlog: Rc<Backlog>,
     socket: Option<PeerSocket>,
 ) where
+    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+{
+    if !forward(session_stream, &tx, &backlog).await {
+        return;
+    }
+    // The session has stopped. Ending the channel ends the response body once
+    // the client has taken what is queued (the close frame last), and then
+    // actix closes the connection. A client that does not read never gets
+    // that far.
+    drop(tx);
+    if tokio::time::timeout(CLOSE_LINGER, gone).await.is_err() {
+        if let Some(socket) = socket {
+            log::info!("hanging up on a client that stopped reading");
+            hang_up(socket);
+        }
+    }
+}
+
+/// Moves the session's output into the channel until the session stops
+/// (`true`) or the connection is gone (`false`).
+///
+/// Takes the stream by value so that the session, and the connection slot it
+/// holds, is dropped as soon as it stops, not after the linger.
+async fn forward<S>(session_stream: S, tx: &mpsc::UnboundedSender<Bytes>, backlog: &Backlog) -> bool
+where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
     let mut session_stream = std::pin::pin!(session_stream);
@@ -94,37 +127,26 @@ async fn pump<S>(
                 Some(Ok(bytes)) => {
                     backlog.add(bytes.len());
                     if tx.send(bytes).is_err() {
-                        return;
+                        return false;
                     }
                 }
                 Some(Err(err)) => {
                     log::warn!("websocket encode failed: {err}");
-                    break;
+                    return true;
                 }
-                None => break,
+                None => return true,
             },
-            // The connection is gone; returning drops the session stream,
-            // which stops the session.
-            () = tx.closed() => return,
-        }
-    }
-    // The session has stopped. A reading client takes the close frame and
-    // hangs up, which drops the body and closes the channel.
-    if tokio::time::timeout(CLOSE_LINGER, tx.closed())
-        .await
-        .is_err()
-    {
-        if let Some(socket) = socket {
-            log::info!("hanging up on a client that stopped reading");
-            hang_up(socket);
+            // The connection is gone; dropping the session stream stops the
+            // session.
+            () = tx.closed() => return false,
         }
     }
 }
 
 /// Shuts the socket down so its connection task ends with an error.
 ///
-/// Only called while the channel is open, which means the response body, and
-/// with it the connection that owns the descriptor, is still alive on this
+/// Only called while the response body is alive (its `gone` signal has not
+/// fired), and with it the connection that owns the descriptor, on this
 /// thread: the descriptor cannot have been closed and reused.
 fn hang_up(socket: PeerSocket) {
     #[cfg(unix)]
@@ -144,6 +166,8 @@ fn hang_up(socket: PeerSocket) {
 struct Body {
     rx: mpsc::UnboundedReceiver<Bytes>,
     backlog: Rc<Backlog>,
+    /// Dropped with the body, which tells the pump the connection is gone.
+    _alive: oneshot::Sender<()>,
 }
 
 impl Stream for Body {

@@ -18,6 +18,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
 use crate::actors::chat_hub::{ChatHub, Deliver, Join, Leave, Say};
 use crate::config::Limits;
+use crate::frame_guard::FRAME_TOO_BIG;
 use crate::protocol::{
     now_ms, parse_frame, ClientFrame, DisplayName, FrameError, ServerEvent, SessionId,
 };
@@ -97,15 +98,44 @@ impl WsSession {
         ctx.stop();
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Takes a rate-limit token for one data message. Past the rate the
+    /// client is warned, and once its patience runs out too, closed with
+    /// 1008. `false` when the message must be dropped.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         let now = Instant::now();
-        if !self.rate.try_take(now) {
-            if self.patience.try_take(now) {
-                self.refuse(ctx, &FrameError::RateLimited);
-            } else {
-                log::info!("closing a flooding client={}", self.id);
-                self.close(ctx, CloseCode::Policy, "rate limit exceeded");
-            }
+        if self.rate.try_take(now) {
+            return true;
+        }
+        if self.patience.try_take(now) {
+            self.refuse(ctx, &FrameError::RateLimited);
+        } else {
+            log::info!("closing a flooding client={}", self.id);
+            self.close(ctx, CloseCode::Policy, "rate limit exceeded");
+        }
+        false
+    }
+
+    /// Closes the session with 1008 once more than MAX_PENDING_BYTES wait for
+    /// a client that does not read; `true` when it did.
+    fn close_if_backlogged(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let pending = self.backlog.bytes();
+        if pending <= self.limits.max_pending_bytes {
+            return false;
+        }
+        log::warn!(
+            "closing a slow consumer client={} pending_bytes={pending}",
+            self.id
+        );
+        self.close(
+            ctx,
+            CloseCode::Policy,
+            "too slow: output backlog over limit",
+        );
+        true
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.admit(ctx) {
             return;
         }
         match parse_frame(text, self.limits.max_message_bytes) {
@@ -114,6 +144,13 @@ impl WsSession {
                 text,
             }),
             Err(error) => self.refuse(ctx, &error),
+        }
+    }
+
+    /// Binary messages are refused, and count against the rate like text.
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.admit(ctx) {
+            self.refuse(ctx, &FrameError::Binary);
         }
     }
 
@@ -142,7 +179,7 @@ impl WsSession {
         }
         let Fragments { text, bytes } = self.fragments.take().expect("inserted above");
         if !text {
-            return self.refuse(ctx, &FrameError::Binary);
+            return self.on_binary(ctx);
         }
         match std::str::from_utf8(&bytes) {
             Ok(text) => self.on_text(text, ctx),
@@ -153,6 +190,9 @@ impl WsSession {
     fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
         let (code, reason) = match &error {
             ProtocolError::Overflow => (CloseCode::Size, "message too big"),
+            ProtocolError::Io(io) if io.to_string().contains(FRAME_TOO_BIG) => {
+                (CloseCode::Size, "message too big")
+            }
             // actix reports a text frame that is not UTF-8 as an I/O error
             // carrying the UTF-8 error's text.
             ProtocolError::Io(io) if io.to_string().contains("utf-8") => {
@@ -202,19 +242,9 @@ impl Handler<Deliver> for WsSession {
         }
         match msg {
             Deliver::Event(frame) => {
-                if self.backlog.bytes() > self.limits.max_pending_bytes {
-                    log::warn!(
-                        "closing a slow consumer client={} pending_bytes={}",
-                        self.id,
-                        self.backlog.bytes()
-                    );
-                    return self.close(
-                        ctx,
-                        CloseCode::Policy,
-                        "too slow: output backlog over limit",
-                    );
+                if !self.close_if_backlogged(ctx) {
+                    ctx.text(frame);
                 }
-                ctx.text(frame);
             }
             Deliver::Close(code, reason) => self.close(ctx, code, reason),
         }
@@ -227,11 +257,14 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             return;
         }
         self.last_seen = Instant::now();
+        // Pongs and error events queue up too: a client that writes but never
+        // reads must not grow its backlog without bound either.
+        if self.close_if_backlogged(ctx) {
+            return;
+        }
         match frame {
             Ok(ws::Message::Text(text)) if self.fragments.is_none() => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) if self.fragments.is_none() => {
-                self.refuse(ctx, &FrameError::Binary)
-            }
+            Ok(ws::Message::Binary(_)) if self.fragments.is_none() => self.on_binary(ctx),
             Ok(ws::Message::Text(_) | ws::Message::Binary(_)) => self.close(
                 ctx,
                 CloseCode::Protocol,

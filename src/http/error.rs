@@ -10,6 +10,10 @@ pub enum ApiError {
     /// 400: the request is malformed; the text says how.
     #[error("{0}")]
     BadRequest(String),
+    /// 400 with `Sec-WebSocket-Version: 13`: an upgrade for another protocol
+    /// version.
+    #[error("unsupported WebSocket version; this server speaks version 13")]
+    WebSocketVersion,
     /// 401: `/notify` needs `Authorization: Bearer <NOTIFY_TOKEN>`.
     #[error("missing or wrong bearer token")]
     Unauthorized,
@@ -39,7 +43,7 @@ pub enum ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::WebSocketVersion => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -58,6 +62,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::WebSocketVersion => {
+                response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
             }
             _ => {}
         }

@@ -99,8 +99,9 @@ fn authorize(req: &HttpRequest, token: &str) -> Result<(), ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token);
     if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
@@ -121,6 +122,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_required() {
+        use actix_web::test::TestRequest;
+        let cases = [
+            ("Bearer s3cret", true),
+            ("bearer s3cret", true),
+            ("BEARER  s3cret ", true),
+            ("Bearer s3cre", false),
+            ("s3cret", false),
+            ("Basic s3cret", false),
+            ("Bearer", false),
+        ];
+        for (header, expected) in cases {
+            let req = TestRequest::post()
+                .insert_header((header::AUTHORIZATION, header))
+                .to_http_request();
+            assert_eq!(authorize(&req, "s3cret").is_ok(), expected, "{header:?}");
+        }
+        let bare = TestRequest::post().to_http_request();
+        assert!(authorize(&bare, "s3cret").is_err());
+    }
 
     #[test]
     fn tokens_compare_equal_only_when_identical() {

@@ -2,7 +2,8 @@
 //!
 //! Refusals happen here, before the handshake, as plain HTTP answers: 503
 //! while draining or at MAX_CONNECTIONS, 403 for a foreign origin, 400 for a
-//! bad `?name=` or a malformed handshake.
+//! bad `?name=` or a malformed handshake (with `Sec-WebSocket-Version: 13`
+//! when the version is what is wrong).
 
 use std::rc::Rc;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::actors::ws_session::WsSession;
 use crate::config::AllowedOrigins;
+use crate::frame_guard::FrameGuard;
 use crate::http::{ApiError, AppState};
 use crate::protocol::DisplayName;
 use crate::transport::{self, Backlog, PeerSocket};
@@ -43,8 +45,7 @@ pub async fn upgrade(
         ),
         None => None,
     };
-    let mut response = ws::handshake(&req)
-        .map_err(|err| ApiError::BadRequest(format!("not a valid WebSocket upgrade: {err}")))?;
+    let mut response = handshake(&req)?;
     let permit = state
         .connections
         .try_acquire()
@@ -59,9 +60,31 @@ pub async fn upgrade(
         permit,
     );
     let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
+    let payload = FrameGuard::new(payload, limits.max_frame_bytes);
     let session_stream = ws::WebsocketContext::with_codec(session, payload, codec);
     let socket = req.conn_data::<PeerSocket>().copied();
     Ok(response.streaming(transport::spawn(session_stream, backlog, socket)))
+}
+
+/// Checks the upgrade headers and starts the 101 answer.
+///
+/// actix also accepts the pre-RFC drafts 7 and 8; chatd speaks RFC 6455 only,
+/// and says so in `Sec-WebSocket-Version` as the RFC asks.
+fn handshake(req: &HttpRequest) -> Result<actix_web::HttpResponseBuilder, ApiError> {
+    let version_13 = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    match ws::handshake(req) {
+        Ok(response) if version_13 => Ok(response),
+        Ok(_)
+        | Err(ws::HandshakeError::NoVersionHeader | ws::HandshakeError::UnsupportedVersion) => {
+            Err(ApiError::WebSocketVersion)
+        }
+        Err(err) => Err(ApiError::BadRequest(format!(
+            "not a valid WebSocket upgrade: {err}"
+        ))),
+    }
 }
 
 /// Browsers send `Origin`; other clients usually do not, and are let in.
