@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{ServerProcess, WAIT};
+use crate::helpers::WAIT;
+use crate::server_process::ServerProcess;
 
 /// Runs `chatd-bench fanout --json` and returns its JSON result.
 fn fanout(server: &ServerProcess, extra: &[&str]) -> Value {

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::helpers::chatd_command;
+use crate::server_process::{chatd_command, ServerProcess};
 
 #[test]
 fn an_invalid_setting_stops_start_up_with_exit_code_2_and_one_line_naming_it() {
@@ -30,7 +30,7 @@ fn an_invalid_setting_stops_start_up_with_exit_code_2_and_one_line_naming_it() {
 
 #[test]
 fn api_port_zero_binds_a_free_port_and_logs_it() {
-    let mut server = crate::helpers::ServerProcess::start(&[]);
+    let mut server = ServerProcess::start(&[]);
     assert_ne!(server.address.port(), 0);
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_for_exit(Duration::from_secs(10)), 0);

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{chatd_command, ServerProcess, WAIT};
+use crate::helpers::WAIT;
+use crate::server_process::{chatd_command, ServerProcess};
 
 /// Runs `chatd healthcheck` against `port`: its exit code and its output.
 fn run_healthcheck(port: u16) -> (i32, String) {

@@ -1,14 +1,13 @@
-//! The test world: an in-process chatd on a free port ([`spawn_app`]), a
-//! chatd process for signal tests ([`ServerProcess`]), and WebSocket clients
-//! that wait for everything with a bounded timeout.
+//! The test world: an in-process chatd on a free port ([`spawn_app`]), the
+//! WebSocket and JSON calls a chatd process ([`ServerProcess`], shared with
+//! the browser tests) answers, and WebSocket clients that wait for everything
+//! with a bounded timeout.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use actix::Recipient;
+use awc::ClientResponse;
 use chatd::actors::shutdown_coordinator::BeginShutdown;
 use chatd::{Application, Config};
 use futures_util::{SinkExt, StreamExt};
@@ -16,6 +15,8 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::server_process::ServerProcess;
 
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -81,10 +82,7 @@ impl TestApp {
 
     /// Connects as `name` and returns the client and its `welcome` event.
     pub async fn connect_ws(&self, name: &str) -> (WsClient, Value) {
-        let mut client = WsClient::connect(&self.ws_url(&format!("?name={name}"))).await;
-        let welcome = client.next_event().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        (client, welcome)
+        connect_ws(&self.ws_url(&format!("?name={name}"))).await
     }
 
     /// `POST /notify?message=…`: the status and the JSON body.
@@ -101,16 +99,18 @@ impl TestApp {
         (response.status().as_u16(), body)
     }
 
-    /// `GET path`: the status and the JSON body.
-    pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let mut response = self
-            .http
+    /// `GET path`: the whole response, for headers and bodies that are not JSON.
+    pub async fn get(&self, path: &str) -> ClientResponse {
+        self.http
             .get(self.url(path))
             .send()
             .await
-            .expect("GET answers");
-        let body = response.json::<Value>().await.expect("a JSON body");
-        (response.status().as_u16(), body)
+            .expect("GET answers")
+    }
+
+    /// `GET path`: the status and the JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        get_json(&self.http, &self.url(path)).await
     }
 
     /// Polls `/status` until its `connections` is `expected`.
@@ -241,130 +241,38 @@ impl WsClient {
     }
 }
 
-/// A chatd process, for tests that send real signals or check exit codes.
-pub struct ServerProcess {
-    child: Child,
-    pub address: SocketAddr,
-    lines: std_mpsc::Receiver<String>,
-    pub log: Vec<String>,
-}
-
+/// What only the API tests ask of a [`ServerProcess`]: the same WebSocket
+/// and JSON calls as [`TestApp`] offers.
 impl ServerProcess {
-    /// Starts the chatd binary with `env` on a free port and waits until it
-    /// listens.
-    pub fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = chatd_command(env)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the chatd binary starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("TEST_LOG").is_some() {
-                    eprintln!("{line}");
-                }
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = Self {
-            child,
-            address: "0.0.0.0:0".parse().unwrap(),
-            lines,
-            log: Vec::new(),
-        };
-        let line = process.wait_for_line("listening on http://");
-        let address = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("the line names the address");
-        process.address = address.parse().expect("a socket address");
-        process
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
     pub fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/ws{query}", self.address)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Connects as `name` and returns the client and its `welcome` event.
+    pub async fn connect_ws(&self, name: &str) -> (WsClient, Value) {
+        connect_ws(&self.ws_url(&format!("?name={name}"))).await
     }
 
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) with a pid this test started; no memory is involved.
-        let result = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(result, 0, "the signal is delivered");
-    }
-
-    /// Waits for a log line containing `needle`; fails after [`WAIT`].
-    pub fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with {needle:?}; log so far:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the process to exit; fails after `within`.
-    pub fn wait_for_exit(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chatd did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// `GET path`: the status and the JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        get_json(
+            &awc::Client::builder().timeout(WAIT).finish(),
+            &self.url(path),
+        )
+        .await
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn connect_ws(url: &str) -> (WsClient, Value) {
+    let mut client = WsClient::connect(url).await;
+    let welcome = client.next_event().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (client, welcome)
 }
 
-/// The chatd binary with a clean environment plus `env`, on a free port,
-/// with the ticker off unless `env` turns it on.
-pub fn chatd_command(env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("API_PORT", "0")
-        .env("WORKERS", "1")
-        .env("PERIODIC_NOTIFICATION", "0")
-        .env("LOG_LEVEL", "info")
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
+/// `GET url` with `http`: the status and the JSON body.
+pub async fn get_json(http: &awc::Client, url: &str) -> (u16, Value) {
+    let mut response = http.get(url).send().await.expect("GET answers");
+    let body = response.json::<Value>().await.expect("a JSON body");
+    (response.status().as_u16(), body)
 }

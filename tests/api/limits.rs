@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bad_input::a_fresh_client_round_trips;
-use crate::helpers::{spawn_app, spawn_app_with, Ending, ServerProcess, WsClient, WAIT};
+use crate::helpers::{spawn_app, spawn_app_with, Ending, WsClient, WAIT};
 use crate::raw_ws::{RawWs, Upgrade, BINARY, CLOSE, PING, TEXT};
+use crate::server_process::ServerProcess;
 
 #[actix_web::test]
 async fn a_message_of_exactly_max_message_bytes_is_accepted() {
@@ -208,7 +209,7 @@ async fn clients_that_never_read_are_closed_without_slowing_or_bloating_anyone()
         .filter(|l| l.contains("closing a slow consumer"))
         .count();
     assert!(closed >= 1, "{closed}");
-    let status = process_status(&server).await;
+    let (_, status) = server.get_json("/status").await;
     assert_eq!(status["connections"], 2, "{status}");
     let mut fresh = WsClient::connect(&format!("{url}fresh")).await;
     assert_eq!(fresh.next_event().await["type"], "welcome");
@@ -217,18 +218,6 @@ async fn clients_that_never_read_are_closed_without_slowing_or_bloating_anyone()
         fresh.next_event_of("echo").await["message"],
         "after the stall"
     );
-}
-
-/// `/status` of a chatd process.
-async fn process_status(server: &ServerProcess) -> Value {
-    awc::Client::default()
-        .get(server.url("/status"))
-        .send()
-        .await
-        .expect("/status answers")
-        .json()
-        .await
-        .expect("JSON")
 }
 
 #[actix_web::test]

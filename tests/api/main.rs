@@ -12,5 +12,7 @@ mod raw_ws;
 mod redis;
 mod redis_helpers;
 mod security;
+#[path = "../common/server_process.rs"]
+mod server_process;
 mod shutdown;
 mod status;

@@ -10,8 +10,9 @@ use chatd::config::RedisSettings;
 use libc::SIGTERM;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with, ServerProcess, TestApp, WsClient, WAIT};
+use crate::helpers::{get_json, spawn_app_with, TestApp, WsClient, WAIT};
 use crate::redis_helpers::{installed_or_skip, RedisServer};
+use crate::server_process::ServerProcess;
 
 /// How long duplicates are watched for after the expected events arrived.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -29,20 +30,27 @@ async fn spawn_relay_app_with_outbox(redis_url: &str, outbox_capacity: usize) ->
     spawn_app_with(move |config| config.redis = Some(settings)).await
 }
 
-async fn get_json(url: &str) -> Value {
-    let mut response = awc::Client::default()
-        .get(url)
-        .send()
-        .await
-        .expect("the server answers");
-    response.json::<Value>().await.expect("a JSON body")
+/// Two apps relaying through `redis`, both connected to it.
+async fn spawn_relay_pair(redis: &RedisServer) -> (TestApp, TestApp) {
+    let (one, two) = (
+        spawn_relay_app(&redis.url()).await,
+        spawn_relay_app(&redis.url()).await,
+    );
+    for app in [&one, &two] {
+        wait_for_redis(&app.url("/status"), "connected", |r| {
+            r["state"] == "connected"
+        })
+        .await;
+    }
+    (one, two)
 }
 
 /// Polls `/status` at `status_url` until `check` holds for its `redis` object.
 async fn wait_for_redis(status_url: &str, what: &str, check: impl Fn(&Value) -> bool) -> Duration {
+    let http = awc::Client::default();
     let started = Instant::now();
     loop {
-        let status = get_json(status_url).await;
+        let (_, status) = get_json(&http, status_url).await;
         if check(&status["redis"]) {
             return started.elapsed();
         }
@@ -51,9 +59,16 @@ async fn wait_for_redis(status_url: &str, what: &str, check: impl Fn(&Value) -> 
     }
 }
 
-async fn wait_connected(app: &TestApp) {
-    wait_for_redis(&app.url("/status"), "connected", |r| {
-        r["state"] == "connected"
+/// Waits until the process at `status_url` counts `clients` on its peers.
+async fn wait_for_peer_clients(status_url: &str, clients: u64) {
+    let what = format!("counted {clients} clients on its peers");
+    wait_for_redis(status_url, &what, |r| r["peer_clients"] == clients).await;
+}
+
+/// Waits until `app` has noticed that Redis is gone and is reconnecting.
+async fn wait_for_outage(app: &TestApp) {
+    wait_for_redis(&app.url("/status"), "noticed the outage", |r| {
+        r["state"] == "connecting"
     })
     .await;
 }
@@ -98,12 +113,7 @@ async fn a_message_from_either_process_reaches_every_client_exactly_once() {
     let Some(redis) = RedisServer::start_or_skip("exactly_once") else {
         return;
     };
-    let (one, two) = (
-        spawn_relay_app(&redis.url()).await,
-        spawn_relay_app(&redis.url()).await,
-    );
-    wait_connected(&one).await;
-    wait_connected(&two).await;
+    let (one, two) = spawn_relay_pair(&redis).await;
     let (mut ana, _) = one.connect_ws("ana").await;
     let (mut al, _) = one.connect_ws("al").await;
     let (mut bo, _) = two.connect_ws("bo").await;
@@ -135,17 +145,11 @@ async fn notify_on_one_process_reaches_the_other_and_counts_every_client() {
     let Some(redis) = RedisServer::start_or_skip("notify_counts_both") else {
         return;
     };
-    let (one, two) = (
-        spawn_relay_app(&redis.url()).await,
-        spawn_relay_app(&redis.url()).await,
-    );
+    let (one, two) = spawn_relay_pair(&redis).await;
     let (mut ana, _) = one.connect_ws("ana").await;
     let (mut bo, _) = two.connect_ws("bo").await;
     let (mut bea, _) = two.connect_ws("bea").await;
-    wait_for_redis(&one.url("/status"), "counted two peers", |r| {
-        r["peer_clients"] == 2
-    })
-    .await;
+    wait_for_peer_clients(&one.url("/status"), 2).await;
 
     let (status, body) = one.post_notify("maintenance at noon").await;
 
@@ -163,22 +167,14 @@ async fn when_redis_dies_both_processes_stay_up_and_local_chat_goes_on() {
     let Some(mut redis) = RedisServer::start_or_skip("redis_dies") else {
         return;
     };
-    let (one, two) = (
-        spawn_relay_app(&redis.url()).await,
-        spawn_relay_app(&redis.url()).await,
-    );
-    wait_connected(&one).await;
-    wait_connected(&two).await;
+    let (one, two) = spawn_relay_pair(&redis).await;
     let (mut ana, _) = one.connect_ws("ana").await;
     let (mut al, _) = one.connect_ws("al").await;
     let (mut bo, _) = two.connect_ws("bo").await;
 
     redis.kill();
     for app in [&one, &two] {
-        wait_for_redis(&app.url("/status"), "noticed", |r| {
-            r["state"] == "connecting"
-        })
-        .await;
+        wait_for_outage(app).await;
     }
     ana.say("still here").await;
 
@@ -211,24 +207,15 @@ async fn when_redis_returns_relay_resumes_and_the_outage_backlog_arrives_once() 
     let Some(mut redis) = RedisServer::start_or_skip("redis_returns") else {
         return;
     };
-    let (one, two) = (
-        spawn_relay_app(&redis.url()).await,
-        spawn_relay_app(&redis.url()).await,
-    );
+    let (one, two) = spawn_relay_pair(&redis).await;
     let (mut ana, _) = one.connect_ws("ana").await;
     let (mut bo, _) = two.connect_ws("bo").await;
     for app in [&one, &two] {
-        wait_for_redis(&app.url("/status"), "counted a peer", |r| {
-            r["peer_clients"] == 1
-        })
-        .await;
+        wait_for_peer_clients(&app.url("/status"), 1).await;
     }
     redis.kill();
     for app in [&one, &two] {
-        wait_for_redis(&app.url("/status"), "noticed", |r| {
-            r["state"] == "connecting"
-        })
-        .await;
+        wait_for_outage(app).await;
     }
     ana.say("said during the outage").await;
     bo.say("also said during the outage").await;
@@ -267,15 +254,9 @@ async fn a_full_outbox_drops_the_oldest_events_and_counts_them() {
     let two = spawn_relay_app(&redis.url()).await;
     let (mut ana, _) = one.connect_ws("ana").await;
     let (mut bo, _) = two.connect_ws("bo").await;
-    wait_for_redis(&one.url("/status"), "counted a peer", |r| {
-        r["peer_clients"] == 1
-    })
-    .await;
+    wait_for_peer_clients(&one.url("/status"), 1).await;
     redis.kill();
-    wait_for_redis(&one.url("/status"), "noticed", |r| {
-        r["state"] == "connecting"
-    })
-    .await;
+    wait_for_outage(&one).await;
 
     for n in 1..=5 {
         ana.say(&format!("queued {n}")).await;
@@ -317,12 +298,6 @@ async fn chatd_starts_without_redis_and_connects_when_it_appears() {
     .await;
 }
 
-async fn connect(server: &ServerProcess, name: &str) -> WsClient {
-    let mut client = WsClient::connect(&server.ws_url(&format!("?name={name}"))).await;
-    assert_eq!(client.next_event().await["type"], "welcome");
-    client
-}
-
 #[actix_web::test]
 async fn a_draining_process_keeps_relaying_until_its_clients_leave() {
     let Some(redis) = RedisServer::start_or_skip("drain_with_redis") else {
@@ -335,13 +310,10 @@ async fn a_draining_process_keeps_relaying_until_its_clients_leave() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut leaving = ServerProcess::start(&env);
     let staying = ServerProcess::start(&env);
-    let mut ana = connect(&leaving, "ana").await;
-    let mut bo = connect(&staying, "bo").await;
+    let (mut ana, _) = leaving.connect_ws("ana").await;
+    let (mut bo, _) = staying.connect_ws("bo").await;
     for server in [&leaving, &staying] {
-        wait_for_redis(&server.url("/status"), "counted a peer", |r| {
-            r["peer_clients"] == 1
-        })
-        .await;
+        wait_for_peer_clients(&server.url("/status"), 1).await;
     }
 
     leaving.signal(SIGTERM);
@@ -354,10 +326,7 @@ async fn a_draining_process_keeps_relaying_until_its_clients_leave() {
     ana.leave().await;
     assert_eq!(leaving.wait_for_exit(Duration::from_secs(10)), 0);
     leaving.wait_for_line("presence removed");
-    wait_for_redis(&staying.url("/status"), "forgot the peer", |r| {
-        r["peer_clients"] == 0
-    })
-    .await;
+    wait_for_peer_clients(&staying.url("/status"), 0).await;
     bo.say("alone").await;
     assert_eq!(copies_of(&mut bo, "alone").await, 1);
 }

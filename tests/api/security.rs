@@ -95,13 +95,8 @@ async fn upgrades_are_checked_against_the_allowed_origins() {
 async fn the_page_forbids_inline_script_and_sniffing() {
     let app = spawn_app_with(|_| {}).await;
 
-    let page = app.http.get(app.url("/")).send().await.unwrap();
-    let mut script = app
-        .http
-        .get(app.url("/static/app.js"))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get("/").await;
+    let mut script = app.get("/static/app.js").await;
 
     let header = |name: &str| {
         page.headers()

@@ -5,29 +5,14 @@ use std::time::Duration;
 use libc::{SIGINT, SIGTERM};
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, Ending, ServerProcess, WsClient};
-
-async fn connect(server: &ServerProcess, name: &str) -> WsClient {
-    let mut client = WsClient::connect(&server.ws_url(&format!("?name={name}"))).await;
-    assert_eq!(client.next_event().await["type"], "welcome");
-    client
-}
-
-async fn get(server: &ServerProcess, path: &str) -> (u16, Value) {
-    let mut response = awc::Client::default()
-        .get(server.url(path))
-        .send()
-        .await
-        .expect("the server answers");
-    let body = response.json::<Value>().await.expect("a JSON body");
-    (response.status().as_u16(), body)
-}
+use crate::helpers::{spawn_app, Ending};
+use crate::server_process::ServerProcess;
 
 #[actix_web::test]
 async fn sigterm_sends_every_client_a_shutdown_notice_with_the_deadline() {
     let server = ServerProcess::start(&[("SHUTDOWN_TIMEOUT", "60")]);
-    let mut ana = connect(&server, "ana").await;
-    let mut bo = connect(&server, "bo").await;
+    let (mut ana, _) = server.connect_ws("ana").await;
+    let (mut bo, _) = server.connect_ws("bo").await;
 
     server.signal(SIGTERM);
 
@@ -45,8 +30,8 @@ async fn sigterm_sends_every_client_a_shutdown_notice_with_the_deadline() {
 #[actix_web::test]
 async fn a_draining_server_refuses_new_work_but_keeps_chat_going() {
     let server = ServerProcess::start(&[("SHUTDOWN_TIMEOUT", "60")]);
-    let mut ana = connect(&server, "ana").await;
-    let mut bo = connect(&server, "bo").await;
+    let (mut ana, _) = server.connect_ws("ana").await;
+    let (mut bo, _) = server.connect_ws("bo").await;
 
     server.signal(SIGTERM);
     ana.next_event_of("shutdown_notice").await;
@@ -60,11 +45,11 @@ async fn a_draining_server_refuses_new_work_but_keeps_chat_going() {
         }
         other => panic!("expected 503, got {other:?}"),
     }
-    let (ready, _) = get(&server, "/readyz").await;
+    let (ready, _) = server.get_json("/readyz").await;
     assert_eq!(ready, 503);
-    let (healthy, _) = get(&server, "/healthz").await;
+    let (healthy, _) = server.get_json("/healthz").await;
     assert_eq!(healthy, 200);
-    let (_, status) = get(&server, "/status").await;
+    let (_, status) = server.get_json("/status").await;
     assert_eq!(status["status"], "draining");
     assert!(
         status["drain_seconds_left"]
@@ -91,8 +76,8 @@ async fn the_drain_logs_progress_with_the_pid_and_exits_0_when_the_last_client_l
         ("SHUTDOWN_TIMEOUT", "60"),
         ("SHUTDOWN_PROGRESS_INTERVAL", "1"),
     ]);
-    let mut ana = connect(&server, "ana").await;
-    let mut bo = connect(&server, "bo").await;
+    let (mut ana, _) = server.connect_ws("ana").await;
+    let (mut bo, _) = server.connect_ws("bo").await;
     let pid = server.pid();
 
     server.signal(SIGTERM);
@@ -111,7 +96,7 @@ async fn the_drain_logs_progress_with_the_pid_and_exits_0_when_the_last_client_l
 #[actix_web::test]
 async fn clients_still_connected_at_the_deadline_are_closed_with_1001() {
     let mut server = ServerProcess::start(&[("SHUTDOWN_TIMEOUT", "2")]);
-    let mut stayer = connect(&server, "stayer").await;
+    let (mut stayer, _) = server.connect_ws("stayer").await;
 
     server.signal(SIGTERM);
 
@@ -124,7 +109,7 @@ async fn clients_still_connected_at_the_deadline_are_closed_with_1001() {
 #[actix_web::test]
 async fn a_second_signal_skips_the_wait() {
     let mut server = ServerProcess::start(&[("SHUTDOWN_TIMEOUT", "600")]);
-    let mut stayer = connect(&server, "stayer").await;
+    let (mut stayer, _) = server.connect_ws("stayer").await;
 
     server.signal(SIGINT);
     assert_eq!(stayer.next_event().await["type"], "shutdown_notice");

@@ -34,20 +34,10 @@ async fn health_and_readiness_answer_ok_while_serving() {
 async fn the_chat_page_and_its_assets_are_served() {
     let app = spawn_app().await;
 
-    let mut page = app.http.get(app.url("/")).send().await.unwrap();
+    let mut page = app.get("/").await;
     let html = String::from_utf8(page.body().await.unwrap().to_vec()).unwrap();
-    let mut script = app
-        .http
-        .get(app.url("/static/app.js"))
-        .send()
-        .await
-        .unwrap();
-    let css = app
-        .http
-        .get(app.url("/static/style.css"))
-        .send()
-        .await
-        .unwrap();
+    let mut script = app.get("/static/app.js").await;
+    let css = app.get("/static/style.css").await;
 
     assert_eq!(page.status().as_u16(), 200);
     assert!(html.contains("/static/app.js"), "the page loads its script");
@@ -65,7 +55,7 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
     let app = spawn_app().await;
 
     let (missing, body) = app.get_json("/nope").await;
-    let mut wrong = app.http.get(app.url("/notify")).send().await.unwrap();
+    let mut wrong = app.get("/notify").await;
 
     assert_eq!(missing, 404);
     assert_eq!(body["status"], "error");

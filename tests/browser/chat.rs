@@ -1,16 +1,12 @@
-use crate::helpers::{post_notify, Browser, ENTER, RELEASE, SHIFT};
-use crate::server::ServerProcess;
+use crate::helpers::{TestChat, ENTER, RELEASE, SHIFT};
 
 #[actix_web::test]
 async fn two_pages_chat_both_ways_with_own_bubbles_right_and_others_left() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let ana = browser.open(&server.url("/")).await;
-    let bob = browser.open(&server.url("/")).await;
-    ana.set_name("Ana").await;
-    bob.set_name("Bob").await;
+    let ana = chat.open_chat_as("Ana").await;
+    let bob = chat.open_chat_as("Bob").await;
 
     ana.say("Hi Bob!").await;
     bob.wait_for_bubble("Hi Bob!").await;
@@ -42,14 +38,11 @@ async fn two_pages_chat_both_ways_with_own_bubbles_right_and_others_left() {
 
 #[actix_web::test]
 async fn enter_sends_shift_enter_breaks_the_line_and_a_sender_s_run_is_one_group() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let ana = browser.open(&server.url("/")).await;
-    let bob = browser.open(&server.url("/")).await;
-    ana.set_name("Ana").await;
-    bob.wait_for_state("connected").await;
+    let ana = chat.open_chat_as("Ana").await;
+    let bob = chat.open_chat().await;
 
     ana.type_into_composer(&format!("line one{SHIFT}{ENTER}{RELEASE}line two{ENTER}"))
         .await;
@@ -78,16 +71,13 @@ async fn enter_sends_shift_enter_breaks_the_line_and_a_sender_s_run_is_one_group
 
 #[actix_web::test]
 async fn a_notification_shows_as_a_centred_pill_on_both_pages() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let ana = browser.open(&server.url("/")).await;
-    let bob = browser.open(&server.url("/")).await;
-    ana.wait_for_state("connected").await;
-    bob.wait_for_state("connected").await;
+    let ana = chat.open_chat().await;
+    let bob = chat.open_chat().await;
 
-    let status = post_notify(&server.url(""), "Deploy at 17:00").await;
+    let status = chat.post_notify("Deploy at 17:00").await;
 
     assert_eq!(status, 200);
     for page in [&ana, &bob] {
@@ -110,13 +100,11 @@ async fn a_notification_shows_as_a_centred_pill_on_both_pages() {
 
 #[actix_web::test]
 async fn a_message_that_looks_like_html_shows_as_literal_text() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let ana = browser.open(&server.url("/")).await;
-    let bob = browser.open(&server.url("/")).await;
-    bob.wait_for_state("connected").await;
+    let ana = chat.open_chat().await;
+    let bob = chat.open_chat().await;
     let attack = "<img src=x onerror=alert(1)>";
 
     ana.say(attack).await;
@@ -135,12 +123,10 @@ async fn a_message_that_looks_like_html_shows_as_literal_text() {
 
 #[actix_web::test]
 async fn a_name_with_forbidden_characters_is_cleaned_before_connecting() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let page = browser.open(&server.url("/")).await;
-    page.wait_for_state("connected").await;
+    let page = chat.open_chat().await;
 
     page.set_name_raw("<b>Zoë</b>!").await;
 
@@ -159,13 +145,11 @@ async fn a_name_with_forbidden_characters_is_cleaned_before_connecting() {
 
 #[actix_web::test]
 async fn a_reader_who_scrolled_up_gets_a_new_messages_chip_instead_of_a_jump() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let ana = browser.open(&server.url("/")).await;
-    let bob = browser.open(&server.url("/")).await;
-    bob.wait_for_state("connected").await;
+    let ana = chat.open_chat().await;
+    let bob = chat.open_chat().await;
     for n in 1..=15 {
         ana.say(&format!("filler {n}")).await;
     }

@@ -1,6 +1,7 @@
-//! The browser side of the test world: a chromedriver on a free loopback port
-//! behind a guard ([`Browser`]), and a [`Page`] per person with intent methods
-//! (`say`, `wait_for_bubble`, ...), every wait bounded.
+//! The test world: a chatd process and a browser per test ([`TestChat`]), a
+//! chromedriver on a free loopback port behind a guard ([`Browser`]), and a
+//! [`Page`] per person with intent methods (`say`, `wait_for_bubble`, ...),
+//! every wait bounded.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+
+use crate::server_process::ServerProcess;
 
 /// How long any single wait may take before the test fails. Generous: two
 /// headless browsers share a small machine with the compiler.
@@ -28,6 +31,69 @@ pub const RELEASE: &str = "\u{e000}";
 pub enum Scheme {
     Light,
     Dark,
+}
+
+/// One test's world: its own chatd process and its own browser to open the
+/// chat page in.
+pub struct TestChat {
+    pub server: ServerProcess,
+    browser: Browser,
+}
+
+impl TestChat {
+    /// Starts a browser and chatd, or returns `None` when the browser tests
+    /// skip (see [`Browser::launch`]).
+    pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`TestChat::start`], with `env` added to chatd's environment.
+    pub fn start_with(env: &[(&str, &str)]) -> Option<Self> {
+        let browser = Browser::launch()?;
+        let server = ServerProcess::start(env);
+        Some(Self { server, browser })
+    }
+
+    /// A fresh browser showing the chat page, connected under the name the
+    /// server gave it.
+    pub async fn open_chat(&mut self) -> Page {
+        let page = self.browser.open(&self.server.url("/")).await;
+        page.wait_for_state("connected").await;
+        page
+    }
+
+    /// A fresh browser showing the chat page, connected as `name`.
+    pub async fn open_chat_as(&mut self, name: &str) -> Page {
+        let page = self.open_chat().await;
+        page.set_name(name).await;
+        page
+    }
+
+    /// A fresh browser showing the chat page in a colour scheme and a window
+    /// size; returns once the page has loaded.
+    pub async fn open_chat_with(&mut self, scheme: Scheme, size: (u32, u32)) -> Page {
+        self.browser
+            .open_with(&self.server.url("/"), scheme, size)
+            .await
+    }
+
+    /// Starts a fresh chatd on the port the stopped one used.
+    pub fn restart_server(&mut self) {
+        self.server = self.server.restart_on_same_port();
+    }
+
+    /// `POST /notify?message=…`; returns the status.
+    pub async fn post_notify(&self, message: &str) -> u16 {
+        let client = awc::Client::builder().timeout(WAIT).finish();
+        let response = client
+            .post(self.server.url("/notify"))
+            .query(&[("message", message)])
+            .expect("the query encodes")
+            .send()
+            .await
+            .expect("POST /notify answers");
+        response.status().as_u16()
+    }
 }
 
 /// A chromedriver process group; dropping it ends chromedriver and every
@@ -380,17 +446,4 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .expect("a free loopback port")
-}
-
-/// `POST /notify?message=…` to `base`; returns the status.
-pub async fn post_notify(base: &str, message: &str) -> u16 {
-    let client = awc::Client::builder().timeout(WAIT).finish();
-    let response = client
-        .post(format!("{base}/notify"))
-        .query(&[("message", message)])
-        .expect("the query encodes")
-        .send()
-        .await
-        .expect("POST /notify answers");
-    response.status().as_u16()
 }

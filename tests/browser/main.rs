@@ -6,4 +6,5 @@ mod chat;
 mod helpers;
 mod reconnect;
 mod screenshot;
-mod server;
+#[path = "../common/server_process.rs"]
+mod server_process;

@@ -1,20 +1,17 @@
 use std::time::Duration;
 
-use crate::helpers::{Browser, WAIT};
-use crate::server::ServerProcess;
+use crate::helpers::{TestChat, WAIT};
 
 #[actix_web::test]
 async fn the_page_reconnects_by_itself_after_the_server_restarts() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let mut server = ServerProcess::start();
-    let page = browser.open(&server.url("/")).await;
-    page.set_name("Ana").await;
+    let page = chat.open_chat_as("Ana").await;
     page.say("before the restart").await;
     page.wait_for_bubble("before the restart").await;
 
-    server.kill();
+    chat.server.kill();
 
     page.wait_until(
         "document.getElementById('state').dataset.state !== 'connected'",
@@ -26,7 +23,7 @@ async fn the_page_reconnects_by_itself_after_the_server_restarts() {
         .await;
     assert_eq!(composer_disabled, true, "no typing into a dead connection");
 
-    let _server = server.restart_on_same_port();
+    chat.restart_server();
 
     page.wait_for_pill("Reconnected as Ana").await;
     page.wait_for_state("connected").await;
@@ -38,21 +35,19 @@ async fn the_page_reconnects_by_itself_after_the_server_restarts() {
 
 #[actix_web::test]
 async fn after_a_shutdown_notice_the_page_leaves_and_comes_back_by_itself() {
-    let Some(mut browser) = Browser::launch() else {
-        return;
-    };
     // The drain would wait a minute for the page; the page leaves by itself
     // after its retry_after_ms (at most 10 s), which ends the drain.
-    let mut server = ServerProcess::start_with(&[("SHUTDOWN_TIMEOUT", "60")]);
-    let page = browser.open(&server.url("/")).await;
-    page.set_name("Ana").await;
+    let Some(mut chat) = TestChat::start_with(&[("SHUTDOWN_TIMEOUT", "60")]) else {
+        return;
+    };
+    let page = chat.open_chat_as("Ana").await;
 
-    server.signal(libc::SIGTERM);
+    chat.server.signal(libc::SIGTERM);
 
     page.wait_for_pill("reconnecting in").await;
-    let code = server.wait_for_exit(WAIT + Duration::from_secs(10));
+    let code = chat.server.wait_for_exit(WAIT + Duration::from_secs(10));
     assert_eq!(code, 0, "the drain ends because the page left");
-    let _server = server.restart_on_same_port();
+    chat.restart_server();
     page.wait_for_pill("Reconnected as Ana").await;
     page.wait_for_state("connected").await;
     page.close().await;

@@ -3,26 +3,20 @@
 
 use std::path::Path;
 
-use crate::helpers::{post_notify, Browser, Page, Scheme};
-use crate::server::ServerProcess;
+use crate::helpers::{Page, Scheme, TestChat};
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 #[actix_web::test]
 async fn screenshot_of_a_short_conversation_in_light_dark_and_on_a_phone() {
-    let Some(mut browser) = Browser::launch() else {
+    let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let server = ServerProcess::start();
-    let ana = browser.open(&server.url("/")).await;
-    let bob = browser
-        .open_with(&server.url("/"), Scheme::Dark, (900, 700))
-        .await;
+    let ana = chat.open_chat_with(Scheme::Light, (900, 700)).await;
+    let bob = chat.open_chat_with(Scheme::Dark, (900, 700)).await;
     ana.come_back_as("Ana").await;
     bob.come_back_as("Bob").await;
-    let chloe = browser
-        .open_with(&server.url("/"), Scheme::Light, (390, 760))
-        .await;
+    let chloe = chat.open_chat_with(Scheme::Light, (390, 760)).await;
     chloe.come_back_as("Chloe").await;
 
     bob.say("Morning! Is the deploy still on for today?").await;
@@ -36,10 +30,7 @@ async fn screenshot_of_a_short_conversation_in_light_dark_and_on_a_phone() {
     let chloe_says = "Nice. I'll keep this tab open and watch it reconnect <3";
     chloe.say(chloe_says).await;
     ana.wait_for_bubble(chloe_says).await;
-    assert_eq!(
-        post_notify(&server.url(""), "Deploy starts in 10 minutes").await,
-        200
-    );
+    assert_eq!(chat.post_notify("Deploy starts in 10 minutes").await, 200);
     bob.say("Shipping it").await;
     ana.wait_for_bubble("Shipping it").await;
     bob.wait_for_bubble("Shipping it").await;

@@ -1,5 +1,9 @@
-//! chatd as a child process, so a test can stop it and start it again on the
-//! same port. A trimmed copy of the `ServerProcess` in `tests/api/helpers.rs`.
+//! chatd as a child process, for tests that send real signals, check exit
+//! codes, or stop it and start it again on the same port.
+//!
+//! Shared by the `api` and `browser` test binaries, each of which includes it
+//! with `#[path = "../common/server_process.rs"] mod server_process;`. Its
+//! waits are bounded by the including binary's `helpers::WAIT`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -9,21 +13,19 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::WAIT;
 
+/// A chatd process this test started; killed when dropped.
 pub struct ServerProcess {
     child: Child,
     pub address: SocketAddr,
     lines: mpsc::Receiver<String>,
-    log: Vec<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
 }
 
 impl ServerProcess {
-    /// Starts chatd on a free port.
-    pub fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    /// Starts chatd with `env` added and waits until it listens.
-    pub fn start_with(env: &[(&str, &str)]) -> Self {
+    /// Starts the chatd binary with `env` (on a free port unless `env` names
+    /// one) and waits until it listens.
+    pub fn start(env: &[(&str, &str)]) -> Self {
         let mut child = chatd_command(env)
             .stderr(Stdio::piped())
             .spawn()
@@ -56,18 +58,25 @@ impl ServerProcess {
         process
     }
 
-    /// Starts another chatd on the port this one used (after it stopped).
+    /// Starts another chatd, with default settings, on the port this one used
+    /// (after it stopped).
+    // Only the browser tests restart a server.
+    #[allow(dead_code)]
     pub fn restart_on_same_port(&self) -> Self {
-        Self::start_with(&[("API_PORT", &self.address.port().to_string())])
+        Self::start(&[("API_PORT", &self.address.port().to_string())])
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a pid this test started; no memory is involved.
-        let result = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        let result = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
         assert_eq!(result, 0, "the signal is delivered");
     }
 
@@ -123,8 +132,8 @@ impl Drop for ServerProcess {
 }
 
 /// The chatd binary with a clean environment plus `env`, on a free port,
-/// with the ticker off.
-fn chatd_command(env: &[(&str, &str)]) -> Command {
+/// with the ticker off unless `env` turns it on.
+pub fn chatd_command(env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chatd"));
     command
         .env_clear()
