@@ -321,7 +321,12 @@ async fn two_thousand_short_connections_leave_nothing_behind() {
         outcomes.iter().all(|s| [0, 101, 503].contains(s)),
         "{outcomes:?}"
     );
-    assert!(upgraded > 500, "most upgrades went through: {upgraded}");
+    // Had no slot come back during the storm, exactly CAPACITY would have
+    // gone through; how many more is a matter of machine load.
+    assert!(
+        upgraded > CAPACITY,
+        "slots came back during the storm: {upgraded} upgrades"
+    );
     app.wait_for_connections(0).await;
     let (health, _) = app.get_json("/healthz").await;
     assert_eq!(health, 200);
