@@ -17,6 +17,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;
 
 pub use config::Config;
 pub use startup::Application;

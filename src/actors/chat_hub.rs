@@ -7,9 +7,11 @@
 //! and [`ForceClose`]; HTTP handlers ask [`Count`]. It answers with [`Deliver`]
 //! to sessions and [`Publish`] to the bridge.
 //!
-//! Every broadcast event is serialized once here and the same [`Frame`] (a
-//! reference-counted string) is handed to every session, so the per-client cost
-//! is a mailbox push and a frame write. Local clients are served at once; only
+//! Every broadcast event is serialized and encoded as a WebSocket frame once
+//! here. The frames of one turn of the hub (everything its mailbox held) go
+//! out together at the end of the turn: every session gets the same bytes in
+//! one [`Deliver`], so under load the per-client cost of many events is one
+//! mailbox push and one socket write. Local clients are served at once; only
 //! other processes' clients wait for Redis, and when Redis is away chat on this
 //! process goes on.
 //!
@@ -22,9 +24,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web_actors::ws::CloseCode;
 
 use crate::protocol::{now_ms, DisplayName, Frame, Sender, ServerEvent, ServerId, SessionId};
+use crate::wire;
 
 /// A session joins: the hub welcomes it and starts delivering to it.
 #[derive(Message)]
@@ -115,8 +119,9 @@ pub struct Count;
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub enum Deliver {
-    /// A serialized event to write as one text frame.
-    Event(Frame),
+    /// One or more events, already encoded as WebSocket text frames, to write
+    /// as they are.
+    Frames(Bytes),
     /// Close the connection with this code and reason.
     Close(CloseCode, &'static str),
 }
@@ -128,6 +133,11 @@ pub struct Publish {
     /// The event as this process serialized it; other processes deliver it as is.
     pub frame: Frame,
 }
+
+/// The end of a turn: hand the batched frames to every member.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
 
 /// Sent by the hub when a drain has no members left.
 #[derive(Message)]
@@ -156,6 +166,9 @@ pub struct ChatHub {
     peer_clients: usize,
     next_message: u64,
     draining: Option<DrainState>,
+    /// Frames broadcast this turn, not yet handed to the members.
+    batch: BytesMut,
+    flush_scheduled: bool,
 }
 
 impl ChatHub {
@@ -169,6 +182,8 @@ impl ChatHub {
             peer_clients: 0,
             next_message: 0,
             draining: None,
+            batch: BytesMut::new(),
+            flush_scheduled: false,
         }
     }
 
@@ -177,10 +192,28 @@ impl ChatHub {
         format!("{}-m{}", self.server, self.next_message)
     }
 
-    /// Hands `frame` to every local member; the frame is shared, not copied.
-    fn broadcast(&self, frame: &Frame) {
+    /// Queues `frame` for every local member. The batch goes out when the
+    /// hub's mailbox is empty ([`Flush`] runs after the messages already
+    /// waiting), so a burst costs each session one delivery.
+    fn broadcast(&mut self, frame: &Frame, ctx: &mut Context<Self>) {
+        if self.members.is_empty() {
+            return;
+        }
+        wire::append_text(&mut self.batch, frame.as_bytes());
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    /// Hands the batch to every member; the bytes are shared, not copied.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let frames = self.batch.split().freeze();
         for member in self.members.values() {
-            member.session.do_send(Deliver::Event(frame.clone()));
+            member.session.do_send(Deliver::Frames(frames.clone()));
         }
     }
 
@@ -199,7 +232,7 @@ impl ChatHub {
             ts: now_ms(),
         }
         .encode();
-        session.do_send(Deliver::Event(frame));
+        session.do_send(Deliver::Frames(wire::text(frame.as_bytes())));
     }
 
     fn tell_if_drained(&mut self) {
@@ -220,6 +253,8 @@ impl Handler<Join> for ChatHub {
     type Result = ();
 
     fn handle(&mut self, msg: Join, _: &mut Self::Context) {
+        // What was broadcast before it joined is not for it.
+        self.flush();
         let client_id = msg.id.client_id(&self.server);
         let welcome = ServerEvent::Welcome {
             client_id: &client_id,
@@ -229,7 +264,8 @@ impl Handler<Join> for ChatHub {
             ts: now_ms(),
         }
         .encode();
-        msg.session.do_send(Deliver::Event(welcome));
+        msg.session
+            .do_send(Deliver::Frames(wire::text(welcome.as_bytes())));
         if let Some(drain) = &self.draining {
             // Accepted just before the drain began: it leaves like the others.
             self.send_shutdown_notice(&msg.session, drain.deadline);
@@ -259,14 +295,15 @@ impl Handler<Leave> for ChatHub {
 impl Handler<Say> for ChatHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Say, _: &mut Self::Context) {
-        // A sender that left while its message was in flight has no name to
-        // show; its last words are dropped with it.
-        let Some(name) = self.members.get(&msg.from).map(|m| m.name.clone()) else {
+    fn handle(&mut self, msg: Say, ctx: &mut Self::Context) {
+        if !self.members.contains_key(&msg.from) {
+            // A sender that left while its message was in flight has no name
+            // to show; its last words are dropped with it.
             return;
-        };
+        }
         let id = self.next_message_id();
         let client_id = msg.from.client_id(&self.server);
+        let name = &self.members[&msg.from].name;
         let frame = ServerEvent::Echo {
             id: &id,
             message: &msg.text,
@@ -277,7 +314,7 @@ impl Handler<Say> for ChatHub {
             ts: now_ms(),
         }
         .encode();
-        self.broadcast(&frame);
+        self.broadcast(&frame, ctx);
         self.publish(frame);
     }
 }
@@ -285,7 +322,7 @@ impl Handler<Say> for ChatHub {
 impl Handler<Notify> for ChatHub {
     type Result = usize;
 
-    fn handle(&mut self, msg: Notify, _: &mut Self::Context) -> usize {
+    fn handle(&mut self, msg: Notify, ctx: &mut Self::Context) -> usize {
         let id = self.next_message_id();
         let frame = ServerEvent::Notification {
             id: &id,
@@ -293,7 +330,7 @@ impl Handler<Notify> for ChatHub {
             ts: now_ms(),
         }
         .encode();
-        self.broadcast(&frame);
+        self.broadcast(&frame, ctx);
         match msg.scope {
             Scope::Local => self.members.len(),
             Scope::Everywhere => {
@@ -307,8 +344,8 @@ impl Handler<Notify> for ChatHub {
 impl Handler<Remote> for ChatHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Remote, _: &mut Self::Context) {
-        self.broadcast(&msg.frame);
+    fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
+        self.broadcast(&msg.frame, ctx);
     }
 }
 
@@ -324,6 +361,7 @@ impl Handler<Drain> for ChatHub {
     type Result = usize;
 
     fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> usize {
+        self.flush();
         for member in self.members.values() {
             self.send_shutdown_notice(&member.session, msg.deadline);
         }
@@ -340,6 +378,7 @@ impl Handler<ForceClose> for ChatHub {
     type Result = usize;
 
     fn handle(&mut self, _: ForceClose, _: &mut Self::Context) -> usize {
+        self.flush();
         for member in self.members.values() {
             member
                 .session
@@ -347,6 +386,15 @@ impl Handler<ForceClose> for ChatHub {
         }
         // Members leave as their sessions stop, which tells the coordinator.
         self.members.len()
+    }
+}
+
+impl Handler<Flush> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.flush_scheduled = false;
+        self.flush();
     }
 }
 
@@ -369,8 +417,9 @@ mod tests {
     use super::*;
     use tokio::sync::mpsc;
 
-    /// Stands in for a session: forwards every delivery to a channel.
-    struct Probe(mpsc::UnboundedSender<Deliver>);
+    /// Stands in for a session: forwards every event it is delivered, one
+    /// JSON text at a time, to a channel.
+    struct Probe(mpsc::UnboundedSender<String>);
 
     impl Actor for Probe {
         type Context = Context<Self>;
@@ -379,23 +428,32 @@ mod tests {
     impl Handler<Deliver> for Probe {
         type Result = ();
         fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-            let _ = self.0.send(msg);
+            match msg {
+                Deliver::Frames(frames) => {
+                    for event in wire::text_payloads(&frames) {
+                        let _ = self.0.send(event);
+                    }
+                }
+                Deliver::Close(code, _) => {
+                    let _ = self.0.send(format!("close {}", u16::from(code)));
+                }
+            }
         }
     }
 
-    fn probe() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<Deliver>) {
+    fn probe() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<String>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Probe(tx).start().recipient(), rx)
     }
 
-    async fn next_event(rx: &mut mpsc::UnboundedReceiver<Deliver>) -> serde_json::Value {
+    async fn next_event(rx: &mut mpsc::UnboundedReceiver<String>) -> serde_json::Value {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(Deliver::Event(frame))) => serde_json::from_str(&frame).unwrap(),
+            Ok(Some(event)) => serde_json::from_str(&event).expect(&event),
             other => panic!("expected an event, got {other:?}"),
         }
     }
 
-    fn join(hub: &Addr<ChatHub>, name: &str) -> mpsc::UnboundedReceiver<Deliver> {
+    fn join(hub: &Addr<ChatHub>, name: &str) -> mpsc::UnboundedReceiver<String> {
         let (session, rx) = probe();
         hub.do_send(Join {
             id: SessionId::next(),

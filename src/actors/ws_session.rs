@@ -4,8 +4,9 @@
 //! buckets, the display name and any fragmented message being put together.
 //! Frames from the client are checked here and only well-formed chat reaches
 //! the hub as [`Say`]; everything else gets an `error` event or a close code.
-//! From the hub it receives [`Deliver`]: pre-serialized events to write as they
-//! are, or the order to close.
+//! From the hub it receives [`Deliver`]: frames encoded once for every
+//! receiver, which it queues as they are, or the order to close. Everything it
+//! writes goes to its [`Outbound`] queue, in order.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web::web::BytesMut;
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use actix_web_actors::ws::{self, CloseCode, ProtocolError};
 
 use crate::actors::chat_hub::{ChatHub, Deliver, Join, Leave, Say};
 use crate::config::Limits;
@@ -24,7 +25,8 @@ use crate::protocol::{
 };
 use crate::rate_limit::TokenBucket;
 use crate::state::ConnectionPermit;
-use crate::transport::Backlog;
+use crate::transport::Outbound;
+use crate::wire;
 
 /// A message arriving in fragments, kept until its last frame.
 struct Fragments {
@@ -43,7 +45,7 @@ pub struct WsSession {
     rate: TokenBucket,
     /// Refusals tolerated before a flood counts as abuse and is closed.
     patience: TokenBucket,
-    backlog: Rc<Backlog>,
+    outbound: Rc<Outbound>,
     fragments: Option<Fragments>,
     closing: bool,
     _permit: ConnectionPermit,
@@ -55,7 +57,7 @@ impl WsSession {
         name: Option<DisplayName>,
         hub: Addr<ChatHub>,
         limits: Arc<Limits>,
-        backlog: Rc<Backlog>,
+        outbound: Rc<Outbound>,
         permit: ConnectionPermit,
     ) -> Self {
         let id = SessionId::next();
@@ -67,7 +69,7 @@ impl WsSession {
             hub,
             limits,
             last_seen: Instant::now(),
-            backlog,
+            outbound,
             fragments: None,
             closing: false,
             _permit: permit,
@@ -75,15 +77,14 @@ impl WsSession {
     }
 
     /// Sends the client an `error` event; the connection stays open.
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, error: &FrameError) {
+    fn refuse(&self, error: &FrameError) {
         let message = error.to_string();
-        ctx.text(
-            ServerEvent::Error {
-                message: &message,
-                ts: now_ms(),
-            }
-            .encode(),
-        );
+        let event = ServerEvent::Error {
+            message: &message,
+            ts: now_ms(),
+        }
+        .encode();
+        self.outbound.push(wire::text(event.as_bytes()));
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
@@ -91,10 +92,7 @@ impl WsSession {
             return;
         }
         self.closing = true;
-        ctx.close(Some(CloseReason {
-            code,
-            description: Some(reason.to_string()),
-        }));
+        self.outbound.push(wire::close_with(code, reason));
         ctx.stop();
     }
 
@@ -107,7 +105,7 @@ impl WsSession {
             return true;
         }
         if self.patience.try_take(now) {
-            self.refuse(ctx, &FrameError::RateLimited);
+            self.refuse(&FrameError::RateLimited);
         } else {
             log::info!("closing a flooding client={}", self.id);
             self.close(ctx, CloseCode::Policy, "rate limit exceeded");
@@ -118,7 +116,7 @@ impl WsSession {
     /// Closes the session with 1008 once more than MAX_PENDING_BYTES wait for
     /// a client that does not read; `true` when it did.
     fn close_if_backlogged(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
-        let pending = self.backlog.bytes();
+        let pending = self.outbound.pending_bytes();
         if pending <= self.limits.max_pending_bytes {
             return false;
         }
@@ -143,14 +141,14 @@ impl WsSession {
                 from: self.id,
                 text,
             }),
-            Err(error) => self.refuse(ctx, &error),
+            Err(error) => self.refuse(&error),
         }
     }
 
     /// Binary messages are refused, and count against the rate like text.
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.admit(ctx) {
-            self.refuse(ctx, &FrameError::Binary);
+            self.refuse(&FrameError::Binary);
         }
     }
 
@@ -210,7 +208,7 @@ impl WsSession {
             log::info!("closing a silent client={}", self.id);
             return self.close(ctx, CloseCode::Policy, "heartbeat timeout");
         }
-        ctx.ping(b"");
+        self.outbound.push(wire::ping());
     }
 }
 
@@ -241,9 +239,9 @@ impl Handler<Deliver> for WsSession {
             return;
         }
         match msg {
-            Deliver::Event(frame) => {
+            Deliver::Frames(frames) => {
                 if !self.close_if_backlogged(ctx) {
-                    ctx.text(frame);
+                    self.outbound.push(frames);
                 }
             }
             Deliver::Close(code, reason) => self.close(ctx, code, reason),
@@ -271,11 +269,11 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
                 "new message inside a fragmented one",
             ),
             Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Ping(payload)) => self.outbound.push(wire::pong(&payload)),
             Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 self.closing = true;
-                ctx.close(reason);
+                self.outbound.push(wire::close(reason));
                 ctx.stop();
             }
             Err(error) => self.on_protocol_error(error, ctx),

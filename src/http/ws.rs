@@ -17,7 +17,7 @@ use crate::config::AllowedOrigins;
 use crate::frame_guard::FrameGuard;
 use crate::http::{ApiError, AppState};
 use crate::protocol::DisplayName;
-use crate::transport::{self, Backlog, PeerSocket};
+use crate::transport::{self, Outbound, PeerSocket};
 
 #[derive(Deserialize)]
 struct WsQuery {
@@ -51,19 +51,19 @@ pub async fn upgrade(
         .try_acquire()
         .ok_or(ApiError::TooManyConnections)?;
 
-    let backlog = Rc::new(Backlog::default());
+    let outbound = Rc::new(Outbound::default());
     let session = WsSession::new(
         name,
         state.hub.clone(),
         state.limits.clone(),
-        backlog.clone(),
+        outbound.clone(),
         permit,
     );
     let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
     let payload = FrameGuard::new(payload, limits.max_frame_bytes);
     let session_stream = ws::WebsocketContext::with_codec(session, payload, codec);
     let socket = req.conn_data::<PeerSocket>().copied();
-    Ok(response.streaming(transport::spawn(session_stream, backlog, socket)))
+    Ok(response.streaming(transport::spawn(session_stream, outbound, socket)))
 }
 
 /// Checks the upgrade headers and starts the 101 answer.
