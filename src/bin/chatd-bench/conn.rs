@@ -1,6 +1,7 @@
 //! One client connection: opening it (TCP from a 127.0.0.x source address,
 //! the upgrade, the `welcome`), then a loop that reads every frame the server
-//! sends, answers pings, and, for senders, writes chat messages on schedule.
+//! sends, answers pings, and, for senders, writes chat messages on schedule
+//! (or, in a closed loop, each as soon as the echo of the last is read).
 //!
 //! Every connection is a small task on one current-thread runtime. Reads go
 //! into one shared scratch buffer; a connection keeps bytes only for a frame

@@ -22,12 +22,36 @@ pub enum End {
     Fault(String),
 }
 
+/// How the senders pace their messages in a phase.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// Open loop: this many messages a second in all, on a fixed schedule
+    /// whatever the server does, so a slow server builds a backlog.
+    Rate(f64),
+    /// Closed loop: each sender writes its next message as soon as its own
+    /// `echo` of the previous one arrives, so at most one message per sender
+    /// is in flight and the server's speed sets the rate. chatd writes the
+    /// sender's echo in the same fan-out pass as every other copy, so the
+    /// echo confirms that the broadcast went out.
+    Echo,
+}
+
+impl Pacing {
+    /// The aggregate rate asked of the senders; none in a closed loop.
+    pub fn rate(self) -> Option<f64> {
+        match self {
+            Self::Rate(rate) => Some(rate),
+            Self::Echo => None,
+        }
+    }
+}
+
 /// The sending schedule of the running phase.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     start: Instant,
     end: Instant,
-    per_sender: f64,
+    pacing: Pacing,
     pad: usize,
 }
 
@@ -48,6 +72,9 @@ pub struct State {
     clients: Vec<Client>,
     /// Per sender: messages written in this phase.
     sent: Vec<u64>,
+    /// Per sender: the sequence number of its last message while its own
+    /// echo has not come back; what a closed loop waits for.
+    awaiting: Vec<Option<u64>>,
     latency: Vec<Histogram>,
     deliveries: Vec<u64>,
     duplicates: u64,
@@ -80,7 +107,7 @@ impl State {
                     at += used;
                     match frame.opcode {
                         wire::OP_TEXT if frame.fin => {
-                            self.on_text(index, frame.payload, now, now_us)
+                            self.on_text(index, frame.payload, now, now_us, out)
                         }
                         wire::OP_TEXT | wire::OP_CONTINUATION => {
                             return Err(End::Fault("fragmented message".into()))
@@ -96,7 +123,16 @@ impl State {
         }
     }
 
-    fn on_text(&mut self, index: usize, event: &[u8], now: Instant, now_us: u64) {
+    /// Counts a tagged `echo`; a sender's own echo of its latest message
+    /// also lets a closed loop write the next one into `out`.
+    fn on_text(
+        &mut self,
+        index: usize,
+        event: &[u8],
+        now: Instant,
+        now_us: u64,
+        out: &mut Vec<u8>,
+    ) {
         if !event.starts_with(b"{\"type\":\"echo\"") {
             if event.starts_with(b"{\"type\":\"error\"") {
                 self.errors += 1;
@@ -123,6 +159,10 @@ impl State {
             }
             Arrival::Duplicate => self.duplicates += 1,
         }
+        if tag.sender as usize == index && self.awaiting[index] == Some(tag.seq) {
+            self.awaiting[index] = None;
+            self.write_due(index, now, out);
+        }
     }
 
     /// Appends the messages sender `index` owes by `now` to `out`.
@@ -131,10 +171,16 @@ impl State {
         if index >= self.senders || now < plan.start {
             return;
         }
-        let elapsed = now.min(plan.end) - plan.start;
-        let due = messages_due(elapsed, plan.per_sender, index, self.senders);
+        let owed = messages_owed(
+            plan.pacing,
+            now - plan.start,
+            plan.end - plan.start,
+            self.awaiting[index].is_some(),
+            self.sent[index],
+            (index, self.senders),
+        );
         let sent_us = self.micros(now);
-        while self.sent[index] < due {
+        for _ in 0..owed {
             let tag = Tag {
                 phase: self.phase,
                 sender: index as u32,
@@ -147,6 +193,7 @@ impl State {
             tag.write_text(&mut self.text, plan.pad);
             self.text.extend_from_slice(b"\"}");
             wire::encode(out, wire::OP_TEXT, &self.text);
+            self.awaiting[index] = Some(tag.seq);
             self.sent[index] += 1;
         }
     }
@@ -183,8 +230,8 @@ pub struct ConnectReport {
 /// What one phase measured.
 #[derive(Debug, Clone)]
 pub struct PhaseReport {
-    /// Aggregate messages per second asked of the senders.
-    pub rate: f64,
+    /// How the senders were paced: the rate asked of them, or a closed loop.
+    pub pacing: Pacing,
     pub members: usize,
     pub sent: u64,
     pub deliveries: u64,
@@ -208,6 +255,13 @@ pub struct PhaseReport {
 impl PhaseReport {
     pub fn deliveries_per_s(&self) -> f64 {
         self.deliveries as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Messages the senders wrote per second over the same window as
+    /// `deliveries_per_s`, so one divided by the other is the fan-out when
+    /// nothing is lost; what a closed loop achieved.
+    pub fn broadcasts_per_s(&self) -> f64 {
+        self.sent as f64 / self.window.as_secs_f64().max(1e-9)
     }
 
     /// Every group together.
@@ -247,6 +301,7 @@ impl Fleet {
             plan: None,
             clients: Vec::new(),
             sent: vec![0; senders],
+            awaiting: vec![None; senders],
             latency: vec![Histogram::default(); groups],
             deliveries: vec![0; groups],
             duplicates: 0,
@@ -340,11 +395,13 @@ impl Fleet {
         report
     }
 
-    /// Sends `rate` messages per second in all for `duration`, then waits up
-    /// to `drain` for every owed copy to arrive, and reports what did.
+    /// Sends as `pacing` says for `duration`, then waits up to `drain` for
+    /// every owed copy to arrive, and reports what did. Sending stops at
+    /// `duration` whatever is in flight, so a sender whose echo never comes
+    /// stalls only itself, and the phase lasts at most `duration + drain`.
     pub async fn run_phase(
         &self,
-        rate: f64,
+        pacing: Pacing,
         duration: Duration,
         pad: usize,
         drain: Duration,
@@ -353,9 +410,9 @@ impl Fleet {
         let tool_before = tool_cpu();
         let plan = {
             let mut state = self.state.borrow_mut();
-            let senders = state.senders;
             state.phase += 1;
             state.sent.fill(0);
+            state.awaiting.fill(None);
             for client in &mut state.clients {
                 client.member = client.alive;
                 client.tracks.fill(SeqTrack::default());
@@ -370,7 +427,7 @@ impl Fleet {
             let plan = Plan {
                 start,
                 end: start + duration,
-                per_sender: rate / senders.max(1) as f64,
+                pacing,
                 pad,
             };
             state.plan = Some(plan);
@@ -393,7 +450,7 @@ impl Fleet {
         let deliveries = state.unique_deliveries();
         let last = state.last_delivery.unwrap_or(plan.end).max(plan.end);
         PhaseReport {
-            rate,
+            pacing,
             members: state.clients.iter().filter(|c| c.member).count(),
             sent: state.sent.iter().sum(),
             deliveries,
@@ -412,6 +469,30 @@ impl Fleet {
     fn server_cpu(&self) -> Option<f64> {
         self.server_pid
             .and_then(|pid| crate::procfs::cpu_seconds(pid).ok())
+    }
+}
+
+/// How many more messages a sender may write `elapsed` into a send period
+/// of `period`, having written `sent`, with its latest still unconfirmed or
+/// not; `sender` is `(index, senders)`.
+///
+/// A closed loop writes one message when nothing of its own is in flight
+/// and the period is not over: never two at once, so the server is never
+/// asked for more than one broadcast per sender at a time.
+fn messages_owed(
+    pacing: Pacing,
+    elapsed: Duration,
+    period: Duration,
+    unconfirmed: bool,
+    sent: u64,
+    (index, senders): (usize, usize),
+) -> u64 {
+    match pacing {
+        Pacing::Rate(rate) => {
+            let per_sender = rate / senders.max(1) as f64;
+            messages_due(elapsed.min(period), per_sender, index, senders).saturating_sub(sent)
+        }
+        Pacing::Echo => u64::from(elapsed < period && !unconfirmed),
     }
 }
 
@@ -460,5 +541,33 @@ mod tests {
         assert_eq!(sent_by(10), 1);
         assert_eq!(sent_by(55), 5);
         assert_eq!(sent_by(3000), 300);
+    }
+
+    #[test]
+    fn a_closed_loop_sends_one_message_at_a_time_until_the_period_ends() {
+        let at = Duration::from_millis;
+        let period = at(2000);
+        let owed = |elapsed, unconfirmed, sent| {
+            messages_owed(Pacing::Echo, elapsed, period, unconfirmed, sent, (1, 4))
+        };
+        assert_eq!(owed(at(0), false, 0), 1, "the first message goes at once");
+        assert_eq!(owed(at(0), true, 1), 0, "then waits for its echo");
+        assert_eq!(owed(at(1500), true, 40), 0, "however long that takes");
+        assert_eq!(owed(at(1500), false, 40), 1, "the echo lets the next go");
+        assert_eq!(owed(at(2000), false, 41), 0, "none once the period is over");
+        assert_eq!(owed(at(9000), false, 41), 0);
+    }
+
+    #[test]
+    fn an_open_loop_owes_what_its_schedule_says_whatever_is_in_flight() {
+        let at = Duration::from_millis;
+        let owed = |elapsed, sent| {
+            messages_owed(Pacing::Rate(40.0), elapsed, at(1000), true, sent, (0, 2))
+        };
+        // 20/s per sender, the first at 25 ms: five due by 225 ms.
+        assert_eq!(owed(at(225), 0), 5);
+        assert_eq!(owed(at(225), 3), 2);
+        assert_eq!(owed(at(225), 5), 0);
+        assert_eq!(owed(at(5000), 0), 20, "nothing is owed past the period");
     }
 }

@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use args::Options;
+use fleet::Pacing;
 use modes::{Dialing, Load, Ramp, Target};
 
 const USAGE: &str = "\
@@ -37,8 +38,10 @@ modes (defaults in brackets):
            reports the highest deliveries/s held
            --clients [1000] --senders [10] --start [100] --factor [1.25] --max-rate [5000]
            --step [3] --drain [2] --p99-ms [100] --size [0]
-  steps    adds --step-clients at a time up to --max-clients, a fanout at every size
-           --step-clients [1000] --max-clients [19000] --senders [4] --rate [40] --step [2] --drain [2]
+  steps    adds --step-clients at a time up to --max-clients; at every size, for --step s,
+           each of S broadcasters sends its next message when its own echo of the last arrives
+           (closed loop, one in flight each); --rate R > 0 sends R msgs/s in all instead (open loop)
+           --step-clients [1000] --max-clients [19000] --senders [4] --rate [0] --step [2] --drain [2]
   idle     N idle connections; the server's RSS before and after  --clients [10000] --settle [2]
   connect  handshakes/s (TCP + upgrade + welcome), K in flight, all kept open
            --connections [10000] --in-flight [2000]
@@ -226,7 +229,7 @@ fn steps(options: &Options) -> Result<(), String> {
     let load = Load {
         clients: max_clients,
         senders: options.get("senders", 4)?,
-        rate: options.get("rate", 40.0)?,
+        rate: options.get("rate", 0.0)?,
         duration: seconds(options, "step", 2.0)?,
         pad: options.get("size", 0)?,
         drain: seconds(options, "drain", 2.0)?,
@@ -234,6 +237,13 @@ fn steps(options: &Options) -> Result<(), String> {
     if load.senders == 0 || load.senders > step_clients {
         return Err("--senders must be from 1 to --step-clients".into());
     }
+    let pacing = if load.rate == 0.0 {
+        Pacing::Echo
+    } else if load.rate > 0.0 && load.rate.is_finite() {
+        Pacing::Rate(load.rate)
+    } else {
+        return Err("--rate must be 0 (closed loop) or a positive msgs/s".into());
+    };
     let dialing = dialing(options, 500)?;
     options.check_all_read()?;
     let target = Target {
@@ -242,19 +252,20 @@ fn steps(options: &Options) -> Result<(), String> {
     };
     let json = options.flag("json");
     if !json {
-        println!("{}", report::PHASE_HEADER);
+        println!("{}", report::STEPS_HEADER);
     }
     block_on(modes::steps(
         target,
         load,
+        pacing,
         step_clients,
         max_clients,
         dialing,
-        |clients, step| {
+        |_, step| {
             if json {
                 println!("{}", report::phase_json("steps", step));
             } else {
-                println!("{}", report::phase_row(&clients.to_string(), step));
+                println!("{}", report::steps_row(step));
             }
         },
     ))?;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::fleet::{ConnectReport, Fleet, PhaseReport};
+use crate::fleet::{ConnectReport, Fleet, Pacing, PhaseReport};
 use crate::procfs;
 
 /// Where the clients connect, and the server process to measure there.
@@ -61,7 +61,7 @@ pub async fn fanout(target: Target, load: Load, dialing: Dialing) -> Result<Phas
     let fleet = Fleet::new(load.senders, 1, target.pid);
     connect_all(&fleet, target.addr, load.clients, 0, dialing).await?;
     Ok(fleet
-        .run_phase(load.rate, load.duration, load.pad, load.drain)
+        .run_phase(Pacing::Rate(load.rate), load.duration, load.pad, load.drain)
         .await)
 }
 
@@ -98,7 +98,7 @@ pub async fn ramp(
     let mut rate = ramp.start;
     while rate <= ramp.max_rate {
         let report = fleet
-            .run_phase(rate, load.duration, load.pad, load.drain)
+            .run_phase(Pacing::Rate(rate), load.duration, load.pad, load.drain)
             .await;
         let held = step_held(&report, ramp.p99_limit);
         on_step(&report, held);
@@ -169,10 +169,12 @@ pub async fn connect(addr: SocketAddr, connections: usize, dialing: Dialing) -> 
 }
 
 /// `steps`: adds `step_clients` clients at a time up to `max_clients`,
-/// running `load` (its `clients` ignored) at every size.
+/// running `load` (its `clients` and `rate` ignored) paced by `pacing` at
+/// every size.
 pub async fn steps(
     target: Target,
     load: Load,
+    pacing: Pacing,
     step_clients: usize,
     max_clients: usize,
     dialing: Dialing,
@@ -185,7 +187,7 @@ pub async fn steps(
         connect_all(&fleet, target.addr, step_clients, 0, dialing).await?;
         clients += step_clients;
         let report = fleet
-            .run_phase(load.rate, load.duration, load.pad, load.drain)
+            .run_phase(pacing, load.duration, load.pad, load.drain)
             .await;
         on_step(clients, &report);
         results.push((clients, report));
@@ -209,7 +211,7 @@ pub async fn cross(
     // Lets both processes see each other before the clock starts.
     tokio::time::sleep(settle).await;
     Ok(fleet
-        .run_phase(load.rate, load.duration, load.pad, load.drain)
+        .run_phase(Pacing::Rate(load.rate), load.duration, load.pad, load.drain)
         .await)
 }
 

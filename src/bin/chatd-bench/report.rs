@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::fleet::{ConnectReport, PhaseReport};
+use crate::fleet::{ConnectReport, Pacing, PhaseReport};
 use crate::modes::IdleReport;
 use crate::stats::Histogram;
 
@@ -27,14 +27,41 @@ pub fn thousands(n: u64) -> String {
 
 pub const PHASE_HEADER: &str = "  label   msgs/s clients      sent deliveries/s   p50 ms   p95 ms   p99 ms   max ms  lost  dup  err core-s/M tool-cpu";
 
+/// `msgs/s` is the rate asked of the senders; `echo` for a closed loop.
 pub fn phase_row(label: &str, report: &PhaseReport) -> String {
-    let latency = report.all_latency();
+    let asked = match report.pacing {
+        Pacing::Rate(rate) => format!("{rate:.0}"),
+        Pacing::Echo => "echo".into(),
+    };
     format!(
-        "{label:>7} {:>8.0} {:>7} {:>9} {:>12} {:>8} {:>8} {:>8} {:>8} {:>5} {:>4} {:>4} {:>8} {:>7.0}%{}",
-        report.rate,
+        "{label:>7} {asked:>8} {:>7} {:>9} {:>12} {}",
         report.members,
         report.sent,
         thousands(report.deliveries_per_s() as u64),
+        row_tail(report)
+    )
+}
+
+/// One `steps` row: what the senders achieved, not what was asked, since in
+/// the closed loop the server sets the rate.
+pub const STEPS_HEADER: &str = "clients bcasts/s      sent deliveries/s   p50 ms   p95 ms   p99 ms   max ms  lost  dup  err core-s/M tool-cpu";
+
+pub fn steps_row(report: &PhaseReport) -> String {
+    format!(
+        "{:>7} {:>8.0} {:>9} {:>12} {}",
+        report.members,
+        report.broadcasts_per_s(),
+        report.sent,
+        thousands(report.deliveries_per_s() as u64),
+        row_tail(report)
+    )
+}
+
+/// The columns from `p50 ms` on, shared by both row kinds.
+fn row_tail(report: &PhaseReport) -> String {
+    let latency = report.all_latency();
+    format!(
+        "{:>8} {:>8} {:>8} {:>8} {:>5} {:>4} {:>4} {:>8} {:>7.0}%{}",
         ms(latency.percentile(50.0)),
         ms(latency.percentile(95.0)),
         ms(latency.percentile(99.0)),
@@ -67,7 +94,12 @@ fn latency_json(latency: &Histogram) -> Value {
 pub fn phase_json(mode: &str, report: &PhaseReport) -> Value {
     json!({
         "mode": mode,
-        "rate": report.rate,
+        "pacing": match report.pacing {
+            Pacing::Rate(_) => "rate",
+            Pacing::Echo => "echo",
+        },
+        "rate": report.pacing.rate(),
+        "broadcasts_per_s": report.broadcasts_per_s(),
         "clients": report.members,
         "sent": report.sent,
         "deliveries": report.deliveries,
