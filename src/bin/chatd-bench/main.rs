@@ -34,7 +34,7 @@ usage: chatd-bench <mode> [--option value ...]
 modes (defaults in brackets):
   fanout   N clients, S of them sending R messages/s in all, for a while
            --clients [1000] --senders [10] --rate [100] --duration [5] --size [0] --drain [5]
-  ramp     fanout steps with R raised by --factor until p99 > --p99-ms or anything is lost;
+  ramp     fanout steps with R raised by --factor until two steps in a row fail (p99 > --p99-ms or a loss);
            reports the highest deliveries/s held
            --clients [1000] --senders [10] --start [100] --factor [1.25] --max-rate [5000]
            --step [3] --drain [2] --p99-ms [100] --size [0]

@@ -83,8 +83,9 @@ pub fn step_held(report: &PhaseReport, p99_limit: Duration) -> bool {
         && report.all_latency().percentile(99.0) <= p99_limit.as_micros() as u64
 }
 
-/// `ramp`: raises the rate by `factor` per step until a step fails to hold;
-/// every step is returned, the caller picks the best that held.
+/// `ramp`: raises the rate by `factor` per step until two steps in a row fail
+/// to hold (one stray latency spike on a shared machine should not end the
+/// ramp); every step is returned, the caller picks the best that held.
 pub async fn ramp(
     target: Target,
     load: Load,
@@ -96,16 +97,15 @@ pub async fn ramp(
     connect_all(&fleet, target.addr, load.clients, 0, dialing).await?;
     let mut steps = Vec::new();
     let mut rate = ramp.start;
-    while rate <= ramp.max_rate {
+    let mut failed_in_a_row = 0;
+    while rate <= ramp.max_rate && failed_in_a_row < 2 {
         let report = fleet
             .run_phase(Pacing::Rate(rate), load.duration, load.pad, load.drain)
             .await;
         let held = step_held(&report, ramp.p99_limit);
+        failed_in_a_row = if held { 0 } else { failed_in_a_row + 1 };
         on_step(&report, held);
         steps.push((report, held));
-        if !held {
-            break;
-        }
         rate *= ramp.factor;
     }
     Ok(steps)

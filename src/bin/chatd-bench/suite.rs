@@ -251,7 +251,7 @@ fn bounded<F: std::future::Future<Output = Result<T, String>>, T>(future: F) -> 
 
 fn bench_ramp(chatd: &Path, cpu: Option<&str>) -> Row {
     println!(
-        "== ramp: 1,000 clients, 10 senders, rate ×1.25 per 3 s step until p99 > 100 ms or a loss"
+        "== ramp: 1,000 clients, 10 senders, rate ×1.25 per 3 s step until two steps in a row miss p99 ≤ 100 ms or lose a message"
     );
     println!("{}", report::PHASE_HEADER);
     let load = Load {
@@ -283,8 +283,9 @@ fn bench_ramp(chatd: &Path, cpu: Option<&str>) -> Row {
     let result = result.map(|steps| {
         let failed = steps
             .iter()
+            .rev()
             .find(|(_, held)| !held)
-            .map(|(step, _)| format!("; next step failed: {}", failure(step)));
+            .map(|(step, _)| format!("; the last failed step: {}", failure(step)));
         match modes::best_held(&steps) {
             Some(best) => format!(
                 "**{}** deliveries/s held (p99 {} ms), **{}** core-s per M deliveries{}",
