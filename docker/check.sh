@@ -112,12 +112,12 @@ done
 
 # The quick start: from a root holding only .env and docker/, no -f. The .env
 # is .env.example plus a local REDIS_URL, to see the pinned settings win.
-mkdir -p "$scratch/root/docker"
-{ cat .env.example; echo "REDIS_URL=redis://127.0.0.1:6379/0"; } > "$scratch/root/.env"
-cp docker/nginx.conf docker/Dockerfile "$scratch/root/docker/"
-cp "$quick_start_file" "$scratch/root/docker/compose.yml"
-(cd "$scratch/root" && env -u COMPOSE_FILE docker-compose config) > "$scratch/resolved.yml"
-python3 - "$scratch/root" "$scratch/resolved.yml" <<'PY'
+mkdir -p "$scratch/repo/docker"
+{ cat .env.example; echo "REDIS_URL=redis://127.0.0.1:6379/0"; } > "$scratch/repo/.env"
+cp docker/nginx.conf docker/Dockerfile "$scratch/repo/docker/"
+cp "$quick_start_file" "$scratch/repo/docker/compose.yml"
+(cd "$scratch/repo" && env -u COMPOSE_FILE docker-compose config) > "$scratch/resolved.yml"
+python3 - "$scratch/repo" "$scratch/resolved.yml" <<'PY'
 import os, sys, yaml
 
 root, resolved = sys.argv[1], sys.argv[2]

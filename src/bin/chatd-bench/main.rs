@@ -124,6 +124,26 @@ fn target(options: &Options) -> Result<(SocketAddr, Option<u32>), String> {
     Ok((addr, options.optional("server-pid")?))
 }
 
+/// Once every option is read: the target with its pid looked up, and whether
+/// the output is JSON; the table header is printed when it is not.
+fn begin(
+    options: &Options,
+    addr: SocketAddr,
+    pid: Option<u32>,
+    header: &str,
+) -> Result<(Target, bool), String> {
+    options.check_all_read()?;
+    let target = Target {
+        addr,
+        pid: modes::resolve_pid(addr, pid),
+    };
+    let json = options.flag("json");
+    if !json {
+        println!("{header}");
+    }
+    Ok((target, json))
+}
+
 fn dialing(options: &Options, in_flight: usize) -> Result<Dialing, String> {
     Ok(Dialing {
         in_flight: options.get("in-flight", in_flight)?,
@@ -188,15 +208,7 @@ fn ramp(options: &Options) -> Result<(), String> {
         return Err("--start must be above 0 and --factor above 1".into());
     }
     let dialing = dialing(options, 500)?;
-    options.check_all_read()?;
-    let target = Target {
-        addr,
-        pid: modes::resolve_pid(addr, pid),
-    };
-    let json = options.flag("json");
-    if !json {
-        println!("{}", report::PHASE_HEADER);
-    }
+    let (target, json) = begin(options, addr, pid, report::PHASE_HEADER)?;
     let steps = block_on(modes::ramp(target, load, ramp, dialing, |step, held| {
         if json {
             println!("{}", report::phase_json("ramp-step", step));
@@ -245,15 +257,7 @@ fn steps(options: &Options) -> Result<(), String> {
         return Err("--rate must be 0 (closed loop) or a positive msgs/s".into());
     };
     let dialing = dialing(options, 500)?;
-    options.check_all_read()?;
-    let target = Target {
-        addr,
-        pid: modes::resolve_pid(addr, pid),
-    };
-    let json = options.flag("json");
-    if !json {
-        println!("{}", report::STEPS_HEADER);
-    }
+    let (target, json) = begin(options, addr, pid, report::STEPS_HEADER)?;
     block_on(modes::steps(
         target,
         load,
