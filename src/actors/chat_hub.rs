@@ -148,6 +148,9 @@ pub struct HubEmpty;
 /// reconnecting; spreading reconnects keeps a deploy from becoming a storm.
 const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
 
+/// A batch this large goes out at once rather than at the end of the turn.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
 struct Member {
     name: DisplayName,
     session: Recipient<Deliver>,
@@ -200,7 +203,10 @@ impl ChatHub {
             return;
         }
         wire::append_text(&mut self.batch, frame.as_bytes());
-        if !self.flush_scheduled {
+        if self.batch.len() >= MAX_BATCH_BYTES {
+            // A mailbox that never runs dry must not hold the batch back.
+            self.flush();
+        } else if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
@@ -486,6 +492,51 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a["type"], "echo");
         assert_eq!(a["from"]["name"], "ana");
+    }
+
+    #[actix_rt::test]
+    async fn the_messages_of_one_turn_reach_a_session_in_one_delivery() {
+        struct Counter(mpsc::UnboundedSender<usize>);
+        impl Actor for Counter {
+            type Context = Context<Self>;
+        }
+        impl Handler<Deliver> for Counter {
+            type Result = ();
+            fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+                if let Deliver::Frames(frames) = msg {
+                    let _ = self.0.send(wire::text_payloads(&frames).len());
+                }
+            }
+        }
+        let hub = ChatHub::new(ServerId::generate(), None).start();
+        let (tx, mut deliveries) = mpsc::unbounded_channel();
+        let id = SessionId::next();
+        hub.do_send(Join {
+            id,
+            name: DisplayName::guest(id),
+            session: Counter(tx).start().recipient(),
+        });
+
+        for n in 0..3 {
+            hub.do_send(Say {
+                from: id,
+                text: format!("burst {n}"),
+            });
+        }
+
+        let mut sizes = Vec::new();
+        for _ in 0..2 {
+            let size = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
+                .await
+                .expect("a delivery in time")
+                .expect("the counter is alive");
+            sizes.push(size);
+        }
+        assert_eq!(
+            sizes,
+            [1, 3],
+            "the welcome alone, then the burst in one delivery"
+        );
     }
 
     #[actix_rt::test]
