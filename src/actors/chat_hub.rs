@@ -11,14 +11,16 @@
 //! here. The frames of one turn of the hub (everything its mailbox held) go
 //! out together at the end of the turn: every session gets the same bytes in
 //! one [`Deliver`], so under load the per-client cost of many events is one
-//! mailbox push and one socket write. Local clients are served at once; only
-//! other processes' clients wait for Redis, and when Redis is away chat on this
-//! process goes on.
+//! mailbox push and one socket write. A batch over 64 KiB goes out at once, so
+//! a mailbox that never runs dry does not hold it back. Local clients are
+//! served without waiting for Redis; only other processes' clients do, and
+//! when Redis is away chat on this process goes on.
 //!
 //! Draining changes three things: every member (and every late joiner) gets a
 //! `shutdown_notice` with its own jittered reconnect delay, the hub tells the
 //! coordinator when the last member leaves, and [`ForceClose`] closes whoever
-//! is left with 1001.
+//! is left with 1001 (and anyone who joins after that, or after the hub
+//! reported itself empty, is closed the same way at once).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -158,7 +160,18 @@ struct Member {
 
 struct DrainState {
     deadline: Instant,
+    /// Taken when the hub reports it is empty.
     on_empty: Option<Recipient<HubEmpty>>,
+    /// Set by [`ForceClose`].
+    closing: bool,
+}
+
+impl DrainState {
+    /// The coordinator has been told the hub is empty, or the rest were
+    /// closed: the server is on its way down and a newcomer would be cut off.
+    fn finished(&self) -> bool {
+        self.on_empty.is_none() || self.closing
+    }
 }
 
 /// The membership of this process; see the module docs.
@@ -275,6 +288,13 @@ impl Handler<Join> for ChatHub {
         if let Some(drain) = &self.draining {
             // Accepted just before the drain began: it leaves like the others.
             self.send_shutdown_notice(&msg.session, drain.deadline);
+            if drain.finished() {
+                // Too late even for that: close it now, with 1001, rather
+                // than let the stopping server drop it.
+                msg.session
+                    .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+                return;
+            }
         }
         log::debug!("joined client_id={client_id} name={:?}", msg.name.as_str());
         self.members.insert(
@@ -374,6 +394,7 @@ impl Handler<Drain> for ChatHub {
         self.draining = Some(DrainState {
             deadline: msg.deadline,
             on_empty: Some(msg.on_empty),
+            closing: false,
         });
         self.tell_if_drained();
         self.members.len()
@@ -385,6 +406,9 @@ impl Handler<ForceClose> for ChatHub {
 
     fn handle(&mut self, _: ForceClose, _: &mut Self::Context) -> usize {
         self.flush();
+        if let Some(drain) = self.draining.as_mut() {
+            drain.closing = true;
+        }
         for member in self.members.values() {
             member
                 .session
@@ -492,6 +516,35 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a["type"], "echo");
         assert_eq!(a["from"]["name"], "ana");
+    }
+
+    #[actix_rt::test]
+    async fn a_session_that_joins_after_the_drain_finished_is_closed_with_1001() {
+        struct Ignore;
+        impl Actor for Ignore {
+            type Context = Context<Self>;
+        }
+        impl Handler<HubEmpty> for Ignore {
+            type Result = ();
+            fn handle(&mut self, _: HubEmpty, _: &mut Self::Context) {}
+        }
+        let hub = ChatHub::new(ServerId::generate(), None).start();
+        let told = hub
+            .send(Drain {
+                deadline: Instant::now() + Duration::from_secs(30),
+                on_empty: Ignore.start().recipient(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(told, 0, "empty at once, so the coordinator is already told");
+
+        let mut late = join(&hub, "late");
+
+        assert_eq!(next_event(&mut late).await["type"], "welcome");
+        assert_eq!(next_event(&mut late).await["type"], "shutdown_notice");
+        let close = tokio::time::timeout(Duration::from_secs(5), late.recv()).await;
+        assert_eq!(close.unwrap().as_deref(), Some("close 1001"));
+        assert_eq!(hub.send(Count).await.unwrap(), 0);
     }
 
     #[actix_rt::test]

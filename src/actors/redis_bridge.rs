@@ -425,10 +425,11 @@ impl RedisBridge {
         );
         let generation = self.generation;
         let count = async move {
-            let local = tokio::time::timeout(REDIS_TIMEOUT, hub.send(Count))
-                .await
-                .map_err(|_| "the hub did not answer in time".to_string())?
-                .map_err(|e| e.to_string())?;
+            // A busy hub is no fault of the link: skip this round.
+            let local = match tokio::time::timeout(REDIS_TIMEOUT, hub.send(Count)).await {
+                Ok(Ok(local)) => local,
+                _ => return Err(PresenceError::Skipped("the hub did not answer in time")),
+            };
             let (members,): (Vec<String>,) = redis::pipe()
                 .set_ex(&key, local, PRESENCE_TTL.as_secs())
                 .ignore()
@@ -437,18 +438,23 @@ impl RedisBridge {
                 .smembers(&index)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(PresenceError::Link)?;
             let others: Vec<String> = members.into_iter().filter(|id| *id != me).collect();
             if others.is_empty() {
                 return Ok((0, 0));
             }
             let keys: Vec<String> = others.iter().map(|id| format!("{index}:{id}")).collect();
-            let counts: Vec<Option<usize>> = redis::cmd("MGET")
+            let records: Vec<Option<String>> = redis::cmd("MGET")
                 .arg(&keys)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| e.to_string())?;
-            // Records that expired belong to processes that are gone.
+                .map_err(PresenceError::Link)?;
+            // A record that expired belongs to a process that is gone; one
+            // that is not a count was not written by a chatd and counts as gone.
+            let counts: Vec<Option<usize>> = records
+                .iter()
+                .map(|record| record.as_deref().and_then(|r| r.parse().ok()))
+                .collect();
             let gone: Vec<&String> = others
                 .iter()
                 .zip(&counts)
@@ -460,10 +466,10 @@ impl RedisBridge {
                     .arg(&gone)
                     .exec_async(&mut conn)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(PresenceError::Link)?;
             }
             let live = counts.iter().flatten();
-            Ok::<_, String>((live.clone().count(), live.sum::<usize>()))
+            Ok((live.clone().count(), live.sum::<usize>()))
         };
         ctx.spawn(count.into_actor(self).map(move |result, act, ctx| {
             if generation != act.generation {
@@ -476,7 +482,12 @@ impl RedisBridge {
                     act.status.peer_clients.store(clients, Ordering::Relaxed);
                     act.hub.do_send(PeerCount { clients });
                 }
-                Err(err) => act.link_lost(generation, &format!("presence failed: {err}"), ctx),
+                Err(PresenceError::Skipped(why)) => {
+                    log::debug!("presence round skipped: {why}");
+                }
+                Err(PresenceError::Link(err)) => {
+                    act.link_lost(generation, &format!("presence failed: {err}"), ctx)
+                }
             }
         }));
     }
@@ -491,6 +502,14 @@ impl RedisBridge {
             self.dropped_unlogged = 0;
         }
     }
+}
+
+/// Why a presence round did not finish.
+enum PresenceError {
+    /// Nothing wrong with the link (the hub was busy); try next round.
+    Skipped(&'static str),
+    /// Redis failed: the link is lost.
+    Link(redis::RedisError),
 }
 
 impl Actor for RedisBridge {

@@ -273,10 +273,34 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 self.closing = true;
-                self.outbound.push(wire::close(reason));
+                self.outbound
+                    .push(wire::close(reason.filter(|r| may_echo(r.code))));
                 ctx.stop();
             }
             Err(error) => self.on_protocol_error(error, ctx),
+        }
+    }
+}
+
+/// Whether a close code a client sent is sent back: the codes RFC 6455 7.4.1
+/// lets an endpoint send, and the 3000–4999 range for libraries and
+/// applications. 1005, 1006 and 1015 must never appear on the wire; for those
+/// and anything else the reply carries no code.
+fn may_echo(code: CloseCode) -> bool {
+    matches!(u16::from(code), 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_codes_allowed_on_the_wire_are_echoed() {
+        for code in [1000, 1001, 1008, 1011, 3000, 4999] {
+            assert!(may_echo(CloseCode::from(code)), "{code}");
+        }
+        for code in [999, 1004, 1005, 1006, 1012, 1015, 2000, 5000] {
+            assert!(!may_echo(CloseCode::from(code)), "{code}");
         }
     }
 }

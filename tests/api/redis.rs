@@ -330,3 +330,35 @@ async fn a_draining_process_keeps_relaying_until_its_clients_leave() {
     bo.say("alone").await;
     assert_eq!(copies_of(&mut bo, "alone").await, 1);
 }
+
+#[actix_web::test]
+async fn a_presence_record_that_is_not_a_count_does_not_break_the_relay() {
+    let Some(redis) = RedisServer::start_or_skip("bad_presence") else {
+        return;
+    };
+    // A record in the presence index that no chatd wrote, as another program
+    // (or another version) might leave behind.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::pipe()
+        .sadd("chatd:events:presence", "stray")
+        .ignore()
+        .set("chatd:events:presence:stray", "not a number")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (one, two) = spawn_relay_pair(&redis).await;
+
+    let (mut ana, _) = one.connect_ws("ana").await;
+    let (mut bo, _) = two.connect_ws("bo").await;
+
+    // The counts still add up: presence rounds keep working.
+    wait_for_peer_clients(&one.url("/status"), 1).await;
+    wait_for_peer_clients(&two.url("/status"), 1).await;
+    ana.say("past the stray record").await;
+    assert_eq!(
+        bo.next_event_of("echo").await["message"],
+        "past the stray record"
+    );
+}
