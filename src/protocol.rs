@@ -8,6 +8,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::web::Bytes;
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
@@ -214,11 +215,17 @@ pub enum ServerEvent<'a> {
 }
 
 impl ServerEvent<'_> {
-    /// The event as a JSON text frame.
+    /// The event as JSON, the payload of one text frame.
     pub fn encode(&self) -> Frame {
         serde_json::to_string(self)
             .expect("server events hold only strings and numbers")
             .into()
+    }
+
+    /// The event as an encoded WebSocket text frame, for an event meant for
+    /// one client (broadcasts are batched by the hub instead).
+    pub fn to_wire(&self) -> Bytes {
+        crate::wire::text(self.encode().as_bytes())
     }
 }
 

@@ -37,7 +37,6 @@ pub enum StartupError {
 pub struct Application {
     address: SocketAddr,
     server: Server,
-    server_id: ServerId,
     coordinator: Addr<ShutdownCoordinator>,
     /// The start-up log line, written once everything, signals included, is
     /// in place.
@@ -142,7 +141,6 @@ impl Application {
             ),
             address,
             server,
-            server_id,
             coordinator,
         })
     }
@@ -150,11 +148,6 @@ impl Application {
     /// The address the server listens on (useful with API_PORT=0).
     pub fn address(&self) -> SocketAddr {
         self.address
-    }
-
-    /// This process's id as clients see it in `welcome.server`.
-    pub fn server_id(&self) -> &ServerId {
-        &self.server_id
     }
 
     /// Where to send [`BeginShutdown`] to start a drain, as SIGTERM would.

@@ -250,8 +250,8 @@ impl ChatHub {
             retry_after_ms: fastrand::u64(RETRY_AFTER_MS),
             ts: now_ms(),
         }
-        .encode();
-        session.do_send(Deliver::Frames(wire::text(frame.as_bytes())));
+        .to_wire();
+        session.do_send(Deliver::Frames(frame));
     }
 
     fn tell_if_drained(&mut self) {
@@ -282,9 +282,8 @@ impl Handler<Join> for ChatHub {
             server: self.server.as_str(),
             ts: now_ms(),
         }
-        .encode();
-        msg.session
-            .do_send(Deliver::Frames(wire::text(welcome.as_bytes())));
+        .to_wire();
+        msg.session.do_send(Deliver::Frames(welcome));
         if let Some(drain) = &self.draining {
             // Accepted just before the drain began: it leaves like the others.
             self.send_shutdown_notice(&msg.session, drain.deadline);

@@ -82,9 +82,8 @@ impl WsSession {
         let event = ServerEvent::Error {
             message: &message,
             ts: now_ms(),
-        }
-        .encode();
-        self.outbound.push(wire::text(event.as_bytes()));
+        };
+        self.outbound.push(event.to_wire());
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
