@@ -1,22 +1,19 @@
-//! Checks each client frame's declared length as soon as its header arrives.
+//! Follows the frame headers in a client's byte stream, so the bytes can be
+//! handed to the WebSocket decoder one frame at a time and an oversized frame
+//! is refused the moment its header arrives.
 //!
 //! actix's WebSocket codec enforces its size limit only once a whole frame is
-//! buffered, so a client that declares a 1 GiB frame makes the server buffer
-//! up to 1 GiB before it answers 1009. [`FrameGuard`] sits between the request
-//! payload and the codec, follows the frame headers in the byte stream
-//! (payload bytes pass through untouched, never copied), and fails the stream
-//! with [`FRAME_TOO_BIG`] the moment a header declares more than the limit.
-//! The session turns that into close code 1009.
+//! buffered, so a client that declares a 1 GiB frame would make the server
+//! buffer up to 1 GiB before it answered 1009. And its stream reader pulls
+//! every byte the socket has into one buffer before it decodes a single
+//! frame, so a client that floods small frames would grow that buffer without
+//! bound. [`FrameGuard`] answers both: it reads the headers (payload bytes are
+//! skipped, never copied), says where the current frame ends, so the reader
+//! hands over at most one frame per decode, and fails with [`FRAME_TOO_BIG`]
+//! as soon as a header declares more than the limit. The session turns that
+//! into close code 1009.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use actix_web::error::PayloadError;
-use actix_web::web::Bytes;
-use futures_util::Stream;
-
-/// The error text the stream fails with; it reaches the session inside a
+/// The error text the reader fails with; it reaches the session inside a
 /// `ProtocolError::Io`.
 pub const FRAME_TOO_BIG: &str = "websocket frame declares more than MAX_FRAME_BYTES";
 
@@ -35,31 +32,37 @@ enum Position {
     Payload { left: u64 },
 }
 
-/// The payload stream, cut off at the first oversized frame; see the module docs.
-pub struct FrameGuard<S> {
-    inner: S,
+const FRAME_START: Position = Position::Header {
+    bytes: [0; MAX_HEADER],
+    have: 0,
+};
+
+/// A header declared a frame over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooBig;
+
+/// The frame-by-frame view of one client's byte stream; see the module docs.
+#[derive(Debug)]
+pub struct FrameGuard {
     max_frame_bytes: u64,
     position: Position,
-    /// Set once a frame was too big: the error is due, then the end.
-    tripped: Option<bool>,
 }
 
-impl<S> FrameGuard<S> {
-    pub fn new(inner: S, max_frame_bytes: usize) -> Self {
+impl FrameGuard {
+    pub fn new(max_frame_bytes: usize) -> Self {
         Self {
-            inner,
             max_frame_bytes: max_frame_bytes as u64,
-            position: Position::Header {
-                bytes: [0; MAX_HEADER],
-                have: 0,
-            },
-            tripped: None,
+            position: FRAME_START,
         }
     }
 
-    /// Follows `chunk`; on an oversized header, the length of the chunk before
-    /// that header.
-    fn scan(&mut self, chunk: &[u8]) -> Result<(), usize> {
+    /// How many bytes at the start of `chunk`, the next bytes of the stream,
+    /// reach to the end of the current frame: all of `chunk` when the frame
+    /// goes on past it. The guard moves past those bytes.
+    ///
+    /// # Errors
+    /// [`TooBig`] when a header in those bytes declares more than the limit.
+    pub fn next_cut(&mut self, chunk: &[u8]) -> Result<usize, TooBig> {
         let mut at = 0;
         while at < chunk.len() {
             match &mut self.position {
@@ -68,14 +71,11 @@ impl<S> FrameGuard<S> {
                     *left -= skip;
                     at += skip as usize;
                     if *left == 0 {
-                        self.position = Position::Header {
-                            bytes: [0; MAX_HEADER],
-                            have: 0,
-                        };
+                        self.position = FRAME_START;
+                        return Ok(at);
                     }
                 }
                 Position::Header { bytes, have } => {
-                    let header_start = at.saturating_sub(*have);
                     bytes[*have] = chunk[at];
                     *have += 1;
                     at += 1;
@@ -83,13 +83,17 @@ impl<S> FrameGuard<S> {
                         continue;
                     };
                     if length > self.max_frame_bytes {
-                        return Err(header_start);
+                        return Err(TooBig);
                     }
                     self.position = Position::Payload { left: length };
+                    if length == 0 {
+                        self.position = FRAME_START;
+                        return Ok(at);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(at)
     }
 }
 
@@ -113,42 +117,9 @@ fn declared_length(header: &[u8]) -> Option<u64> {
     })
 }
 
-impl<S> Stream for FrameGuard<S>
-where
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
-{
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.tripped {
-            Some(true) => return Poll::Ready(None),
-            Some(false) => {
-                self.tripped = Some(true);
-                let error = io::Error::new(io::ErrorKind::InvalidData, FRAME_TOO_BIG);
-                return Poll::Ready(Some(Err(PayloadError::Io(error))));
-            }
-            None => {}
-        }
-        let chunk = match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => chunk,
-            other => return other,
-        };
-        match self.scan(&chunk) {
-            Ok(()) => Poll::Ready(Some(Ok(chunk))),
-            Err(before) => {
-                // The frames before the oversized one still count.
-                self.tripped = Some(false);
-                cx.waker().wake_by_ref();
-                Poll::Ready(Some(Ok(chunk.slice(..before))))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
 
     fn header(length: u64) -> Vec<u8> {
         let mut header = vec![0x81];
@@ -171,47 +142,69 @@ mod tests {
         [header(length as u64), vec![b'a'; length]].concat()
     }
 
-    /// Everything the guard lets through, and whether it failed.
-    async fn run(chunks: Vec<Vec<u8>>, max: usize) -> (Vec<u8>, bool) {
-        let inner = futures_util::stream::iter(
-            chunks
-                .into_iter()
-                .map(|c| Ok::<_, PayloadError>(Bytes::from(c))),
-        );
-        let mut guard = FrameGuard::new(inner, max);
-        let (mut passed, mut failed) = (Vec::new(), false);
-        while let Some(item) = guard.next().await {
-            match item {
-                Ok(bytes) => passed.extend_from_slice(&bytes),
-                Err(err) => {
-                    assert!(err.to_string().contains(FRAME_TOO_BIG));
-                    failed = true;
-                }
+    /// Feeds `chunks` through the guard as the reader would: the pieces it
+    /// cuts, or the error.
+    fn cut(chunks: &[&[u8]], max: usize) -> Result<Vec<Vec<u8>>, TooBig> {
+        let mut guard = FrameGuard::new(max);
+        let mut pieces = Vec::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let n = guard.next_cut(rest)?;
+                assert!(n > 0, "every cut moves on");
+                pieces.push(rest[..n].to_vec());
+                rest = &rest[n..];
             }
         }
-        (passed, failed)
+        Ok(pieces)
     }
 
-    #[actix_rt::test]
-    async fn frames_within_the_limit_pass_whatever_the_chunking() {
-        let bytes = [frame(10), frame(200), frame(70_000), frame(0)].concat();
-        for size in [1, 3, 7, 1000, bytes.len()] {
-            let chunks = bytes.chunks(size).map(<[u8]>::to_vec).collect();
-            assert_eq!(run(chunks, 70_000).await, (bytes.clone(), false), "{size}");
+    #[test]
+    fn whole_frames_in_one_chunk_come_out_one_at_a_time() {
+        let frames = [frame(10), frame(200), frame(70_000), frame(0)];
+        let pieces = cut(&[&frames.concat()], 70_000).unwrap();
+        assert_eq!(pieces, frames);
+    }
+
+    #[test]
+    fn cuts_follow_frames_whatever_the_chunking() {
+        let frames = [frame(10), frame(200), frame(70_000), frame(0)];
+        let bytes = frames.concat();
+        let ends: Vec<usize> = frames
+            .iter()
+            .scan(0, |end, f| {
+                *end += f.len();
+                Some(*end)
+            })
+            .collect();
+        for size in [1, 3, 7, 1000] {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            let pieces = cut(&chunks, 70_000).unwrap();
+            assert_eq!(pieces.concat(), bytes, "{size}");
+            let mut end = 0;
+            for piece in &pieces {
+                let starts_at = end;
+                end += piece.len();
+                // No piece runs past the end of the frame it starts in.
+                let frame_end = ends.iter().find(|&&e| e > starts_at).unwrap();
+                assert!(end <= *frame_end, "{size}: {starts_at}..{end}");
+            }
         }
     }
 
-    #[actix_rt::test]
-    async fn an_oversized_header_fails_at_once_after_the_frames_before_it() {
+    #[test]
+    fn an_oversized_header_fails_after_the_frames_before_it() {
         let good = frame(20);
         let bytes = [good.clone(), header(1 << 40)].concat();
-        for size in [1, 5, bytes.len()] {
-            let chunks = bytes.chunks(size).map(<[u8]>::to_vec).collect();
-            let (passed, failed) = run(chunks, 1000).await;
-            assert!(failed, "{size}");
-            assert!(passed.starts_with(&good), "{size}");
-            assert!(passed.len() < bytes.len(), "{size}");
-        }
+        let mut guard = FrameGuard::new(1000);
+        assert_eq!(guard.next_cut(&bytes), Ok(good.len()));
+        assert_eq!(guard.next_cut(&bytes[good.len()..]), Err(TooBig));
+
+        let mut guard = FrameGuard::new(1000);
+        let split = good.len() + 3;
+        assert_eq!(guard.next_cut(&bytes[..good.len()]), Ok(good.len()));
+        assert_eq!(guard.next_cut(&bytes[good.len()..split]), Ok(3));
+        assert_eq!(guard.next_cut(&bytes[split..]), Err(TooBig));
     }
 
     #[test]

@@ -4,11 +4,15 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::Server;
+use actix_http::{error::DispatchError, HttpService};
+use actix_service::{fn_service, map_config, ServiceFactory};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::{DefaultHeaders, Logger};
-use actix_web::{http::header, web, App, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 
 use crate::actors::chat_hub::ChatHub;
 use crate::actors::redis_bridge::{BridgeStatus, RedisBridge};
@@ -19,7 +23,6 @@ use crate::http::{self, AppState};
 use crate::protocol::ServerId;
 use crate::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
-use crate::transport;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,29 +89,18 @@ impl Application {
             page: page.into(),
             static_dir: assets.join("static"),
         });
-        let server = HttpServer::new(move || {
-            let state = state.clone();
-            App::new()
-                .app_data(state.clone())
-                .wrap(
-                    DefaultHeaders::new()
-                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                        .add((header::REFERRER_POLICY, "no-referrer")),
-                )
-                .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
-                .configure(|cfg| http::configure(cfg, &state))
-        })
-        .workers(config.workers)
-        .backlog(LISTEN_BACKLOG as u32)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .on_connect(transport::remember_socket)
-        .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            addr: address.to_string(),
-            source,
-        })?
-        .run();
+        let server = Server::build()
+            .workers(config.workers)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen("chatd", listener, move || {
+                http_service(state.clone(), address)
+            })
+            .map_err(|source| StartupError::Bind {
+                addr: address.to_string(),
+                source,
+            })?
+            .run();
 
         let coordinator = ShutdownCoordinator::new(
             hub,
@@ -205,6 +197,34 @@ fn listen(addr: &str) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// One worker's HTTP service: the actix-web app for requests, and for
+/// WebSocket upgrades `http::upgrade`, which takes the socket over from the
+/// HTTP dispatcher. The timeouts are actix-web's `HttpServer` defaults.
+fn http_service(
+    state: web::Data<AppState>,
+    address: SocketAddr,
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = DispatchError, InitError = ()>
+{
+    let app = App::new()
+        .app_data(state.clone())
+        .wrap(
+            DefaultHeaders::new()
+                .add(http::NOSNIFF)
+                .add(http::NO_REFERRER),
+        )
+        .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+        .configure(|cfg| http::configure(cfg, &state));
+    HttpService::build()
+        .client_request_timeout(Duration::from_secs(5))
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .local_addr(address)
+        .upgrade(fn_service(move |upgrade| {
+            http::upgrade(state.clone(), upgrade)
+        }))
+        .h1(map_config(app, |()| AppConfig::default()))
+        .tcp()
 }
 
 /// The Redis bridge and the status it publishes for `/status`.

@@ -4,6 +4,7 @@ mod error;
 mod notify;
 mod page;
 mod status;
+mod upgrade;
 mod ws;
 
 use std::path::PathBuf;
@@ -16,12 +17,17 @@ use actix_web::web;
 
 pub use error::ApiError;
 pub use page::render as render_page;
+pub use upgrade::upgrade;
 
 use crate::actors::chat_hub::ChatHub;
 use crate::actors::redis_bridge::BridgeStatus;
 use crate::config::{Config, Limits};
 use crate::protocol::ServerId;
 use crate::state::{ConnectionLimiter, Lifecycle};
+
+/// Sent with every HTTP answer: no MIME sniffing, no referrer.
+pub const NOSNIFF: (header::HeaderName, &str) = (header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+pub const NO_REFERRER: (header::HeaderName, &str) = (header::REFERRER_POLICY, "no-referrer");
 
 /// What every handler shares, built once at start-up.
 pub struct AppState {
@@ -59,7 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     )
     .service(
         web::resource("/ws")
-            .route(web::get().to(ws::upgrade))
+            .route(web::get().to(ws::not_an_upgrade))
             .default_service(web::to(error::method_not_allowed)),
     )
     .service(

@@ -1,81 +1,92 @@
-//! `GET /ws`: checks an upgrade and hands the connection to a `WsSession`.
+//! `GET /ws`: the checks an upgrade must pass before it becomes a session.
 //!
-//! Refusals happen here, before the handshake, as plain HTTP answers: 503
-//! while draining or at MAX_CONNECTIONS, 403 for a foreign origin, 400 for a
-//! bad `?name=` or a malformed handshake (with `Sec-WebSocket-Version: 13`
-//! when the version is what is wrong).
+//! Refusals happen before the handshake, as plain HTTP answers: 503 while
+//! draining or at MAX_CONNECTIONS, 403 for a foreign origin, 400 for a bad
+//! `?name=` or a malformed handshake (with `Sec-WebSocket-Version: 13` when
+//! the version is what is wrong). actix-http hands every request that asks
+//! for `Upgrade: websocket` to `http::upgrade`, which runs these checks; the
+//! route here answers the `GET /ws` requests that do not ask for it.
 
-use std::rc::Rc;
-
+use actix_http::ws;
+use actix_http::{RequestHead, ResponseBuilder};
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 
-use crate::actors::ws_session::WsSession;
 use crate::config::AllowedOrigins;
-use crate::frame_guard::FrameGuard;
 use crate::http::{ApiError, AppState};
 use crate::protocol::DisplayName;
-use crate::transport::{self, Outbound, PeerSocket};
+use crate::state::ConnectionPermit;
 
 #[derive(Deserialize)]
 struct WsQuery {
     name: Option<String>,
 }
 
-pub async fn upgrade(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+/// An upgrade that passed every check: the 101 answer to send, and what the
+/// session starts with.
+pub struct Admission {
+    pub response: ResponseBuilder,
+    pub name: Option<DisplayName>,
+    pub permit: ConnectionPermit,
+}
+
+/// Runs every check on an upgrade request, in the order a client should
+/// hear about them, and takes a connection slot.
+///
+/// # Errors
+/// The refusal to answer with.
+pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError> {
     if state.lifecycle.is_draining() {
         return Err(ApiError::Draining);
     }
-    if !origin_allowed(&req, &state.config.allowed_origins) {
+    if !origin_allowed(head, &state.config.allowed_origins) {
         return Err(ApiError::OriginNotAllowed);
     }
-    let limits = &state.limits;
-    let query = web::Query::<WsQuery>::from_query(req.query_string())
+    let query = web::Query::<WsQuery>::from_query(head.uri.query().unwrap_or_default())
         .map_err(|_| ApiError::BadRequest("query string is malformed".into()))?;
     let name = match query.into_inner().name.filter(|n| !n.trim().is_empty()) {
         Some(raw) => Some(
-            DisplayName::parse(&raw, limits.max_name_chars)
+            DisplayName::parse(&raw, state.limits.max_name_chars)
                 .map_err(|err| ApiError::BadRequest(err.to_string()))?,
         ),
         None => None,
     };
-    let mut response = handshake(&req)?;
+    let response = handshake(head)?;
     let permit = state
         .connections
         .try_acquire()
         .ok_or(ApiError::TooManyConnections)?;
-
-    let outbound = Rc::new(Outbound::default());
-    let session = WsSession::new(
+    Ok(Admission {
+        response,
         name,
-        state.hub.clone(),
-        state.limits.clone(),
-        outbound.clone(),
         permit,
-    );
-    let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
-    let payload = FrameGuard::new(payload, limits.max_frame_bytes);
-    let session_stream = ws::WebsocketContext::with_codec(session, payload, codec);
-    let socket = req.conn_data::<PeerSocket>().copied();
-    Ok(response.streaming(transport::spawn(session_stream, outbound, socket)))
+    })
+}
+
+/// `GET /ws` without `Upgrade: websocket` (the upgrades themselves never get
+/// here): the same refusal a bad upgrade gets.
+pub async fn not_an_upgrade(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let refusal = match admit(req.head(), &state) {
+        Err(refusal) => refusal,
+        Ok(_) => ApiError::BadRequest(
+            "not a valid WebSocket upgrade: the Upgrade header must be exactly \"websocket\""
+                .into(),
+        ),
+    };
+    refusal.error_response()
 }
 
 /// Checks the upgrade headers and starts the 101 answer.
 ///
 /// actix also accepts the pre-RFC drafts 7 and 8; chatd speaks RFC 6455 only,
 /// and says so in `Sec-WebSocket-Version` as the RFC asks.
-fn handshake(req: &HttpRequest) -> Result<actix_web::HttpResponseBuilder, ApiError> {
-    let version_13 = req
+fn handshake(head: &RequestHead) -> Result<ResponseBuilder, ApiError> {
+    let version_13 = head
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v == "13");
-    match ws::handshake(req) {
+    match ws::handshake(head) {
         Ok(response) if version_13 => Ok(response),
         Ok(_)
         | Err(ws::HandshakeError::NoVersionHeader | ws::HandshakeError::UnsupportedVersion) => {
@@ -88,8 +99,9 @@ fn handshake(req: &HttpRequest) -> Result<actix_web::HttpResponseBuilder, ApiErr
 }
 
 /// Browsers send `Origin`; other clients usually do not, and are let in.
-fn origin_allowed(req: &HttpRequest, allowed: &AllowedOrigins) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+/// The same-host policy compares it with the `Host` the client asked for.
+fn origin_allowed(head: &RequestHead, allowed: &AllowedOrigins) -> bool {
+    let Some(origin) = head.headers().get(header::ORIGIN) else {
         return true;
     };
     let Ok(origin) = origin.to_str() else {
@@ -100,11 +112,16 @@ fn origin_allowed(req: &HttpRequest, allowed: &AllowedOrigins) -> bool {
         AllowedOrigins::Any => true,
         AllowedOrigins::List(list) => list.contains(&origin),
         AllowedOrigins::SameHost => {
-            let host = req.connection_info().host().to_ascii_lowercase();
+            let host = head
+                .headers()
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .or_else(|| head.uri.authority().map(|a| a.as_str()))
+                .map(str::to_ascii_lowercase);
             let origin_host = origin
                 .strip_prefix("http://")
                 .or_else(|| origin.strip_prefix("https://"));
-            origin_host == Some(host.as_str())
+            origin_host.is_some() && origin_host == host.as_deref()
         }
     }
 }
@@ -176,7 +193,7 @@ mod tests {
                 req = req.insert_header((header::ORIGIN, origin));
             }
             assert_eq!(
-                origin_allowed(&req.to_http_request(), policy),
+                origin_allowed(req.to_http_request().head(), policy),
                 expected,
                 "{what}"
             );

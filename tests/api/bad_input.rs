@@ -287,6 +287,26 @@ async fn bad_upgrades_are_refused_with_a_json_status() {
             400,
         ),
         (
+            "an upgrade to another path",
+            Upgrade::new("").request_line("GET", "/"),
+            400,
+        ),
+        (
+            "an upgrade to an unknown path",
+            Upgrade::new("").request_line("GET", "/nowhere"),
+            400,
+        ),
+        (
+            "an upgrade with POST",
+            Upgrade::new("").request_line("POST", "/ws"),
+            405,
+        ),
+        (
+            "an Upgrade header naming more than websocket",
+            Upgrade::new("").header("Upgrade", "websocket, h2c"),
+            400,
+        ),
+        (
             "a name over MAX_NAME_CHARS",
             Upgrade::new("?name=abcdefghi"),
             400,

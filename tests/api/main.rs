@@ -16,3 +16,4 @@ mod security;
 mod server_process;
 mod shutdown;
 mod status;
+mod transport;

@@ -20,8 +20,11 @@ pub const PING: u8 = 0x9;
 
 /// An upgrade request to `/ws`, well-formed until a test changes it.
 pub struct Upgrade {
+    method: String,
     target: String,
     headers: Vec<(String, String)>,
+    /// Bytes sent in the same write as the request, right behind it.
+    early: Vec<u8>,
 }
 
 /// The server's answer to an [`Upgrade`]: the HTTP head and body, and the
@@ -64,12 +67,27 @@ impl Upgrade {
             ("Sec-WebSocket-Version", "13"),
         ];
         Self {
+            method: "GET".into(),
             target: format!("/ws{query}"),
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            early: Vec::new(),
         }
+    }
+
+    /// The same upgrade as `method target`.
+    pub fn request_line(mut self, method: &str, target: &str) -> Self {
+        self.method = method.into();
+        self.target = target.into();
+        self
+    }
+
+    /// Sends `bytes` right behind the request, in the same write.
+    pub fn followed_by(mut self, bytes: &[u8]) -> Self {
+        self.early = bytes.to_vec();
+        self
     }
 
     /// Sets `name` to `value`, replacing any earlier value.
@@ -93,12 +111,17 @@ impl Upgrade {
 
     async fn exchange(self, address: SocketAddr) -> Answer {
         let mut stream = TcpStream::connect(address).await.expect("chatd accepts");
-        let mut request = format!("GET {} HTTP/1.1\r\nHost: {address}\r\n", self.target);
+        let mut request = format!(
+            "{} {} HTTP/1.1\r\nHost: {address}\r\n",
+            self.method, self.target
+        );
         for (name, value) in &self.headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(&self.early);
+        stream.write_all(&bytes).await.unwrap();
 
         let mut buf = Vec::new();
         let head_end = loop {

@@ -1,0 +1,125 @@
+//! WebSocket upgrades, taken from actix-http before the HTTP dispatcher would
+//! keep serving the connection.
+//!
+//! actix-http hands every request that asks for `Upgrade: websocket` here
+//! with its socket. A refused upgrade gets its JSON answer and the connection
+//! is closed; an accepted one gets its 101, and the socket goes to the
+//! session's own connection task (see `transport`), without the dispatcher's
+//! buffers.
+
+use std::convert::Infallible;
+use std::io;
+use std::rc::Rc;
+
+use actix_codec::Framed;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::header::HeaderValue;
+use actix_http::{h1, ConnectionType, Method, Request, Response};
+use actix_web::web::{self, Bytes};
+use actix_web::ResponseError;
+use actix_web_actors::ws::WebsocketContext;
+use futures_util::SinkExt;
+use tokio::net::TcpStream;
+
+use super::ws::{self, Admission};
+use super::{ApiError, AppState};
+use crate::actors::ws_session::WsSession;
+use crate::transport::{self, Outbound, SocketReader};
+
+type Connection = Framed<TcpStream, h1::Codec>;
+
+/// The upgrade service: answers the upgrade request on `connection`, and for
+/// an accepted one runs the session until it ends.
+pub async fn upgrade(
+    state: web::Data<AppState>,
+    (req, connection): (Request, Connection),
+) -> Result<(), Infallible> {
+    let head = req.head();
+    let admitted = if head.uri.path() != "/ws" {
+        Err(ApiError::BadRequest(
+            "WebSocket upgrades are served at /ws only".into(),
+        ))
+    } else if head.method != Method::GET {
+        Err(ApiError::MethodNotAllowed)
+    } else {
+        ws::admit(head, &state)
+    };
+    let status = admitted
+        .as_ref()
+        .map_or_else(ResponseError::status_code, |_| {
+            actix_http::StatusCode::SWITCHING_PROTOCOLS
+        });
+    log::info!(
+        "{} \"{} {} {:?}\" {}",
+        head.peer_addr
+            .map_or_else(|| "-".to_string(), |addr| addr.ip().to_string()),
+        head.method,
+        head.uri,
+        head.version,
+        status.as_u16(),
+    );
+    let outcome = match admitted {
+        Ok(admission) => accept(&state, admission, connection).await,
+        Err(refusal) => refuse(&refusal, connection).await,
+    };
+    if let Err(err) = outcome {
+        log::debug!("websocket upgrade failed: {err}");
+    }
+    Ok(())
+}
+
+/// Sends the refusal as JSON and closes the connection.
+async fn refuse(refusal: &ApiError, mut connection: Connection) -> io::Result<()> {
+    let (head, body) = refusal.error_response().into_parts();
+    let mut head: Response<()> = head.into();
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    for (name, value) in [super::NOSNIFF, super::NO_REFERRER] {
+        head.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    let body = body.try_into_bytes().unwrap_or_default();
+    let size = BodySize::Sized(body.len() as u64);
+    connection.feed(h1::Message::Item((head, size))).await?;
+    connection.feed(h1::Message::Chunk(Some(body))).await?;
+    connection.send(h1::Message::Chunk(None)).await
+}
+
+/// Sends the 101 and runs the session on the bare socket.
+async fn accept(
+    state: &AppState,
+    admission: Admission,
+    mut connection: Connection,
+) -> io::Result<()> {
+    let Admission {
+        mut response,
+        name,
+        permit,
+    } = admission;
+    let switching = response.finish().drop_body();
+    connection
+        .send(h1::Message::Item((switching, BodySize::None)))
+        .await?;
+    let parts = connection.into_parts();
+    // Frames the client sent right behind its request, copied out so the
+    // dispatcher's read buffer is freed with the rest.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    let socket = Rc::new(parts.io);
+    // Frames are written whole, a turn's worth at a time: nothing is gained
+    // by holding a small one back.
+    socket.set_nodelay(true)?;
+
+    let limits = &state.limits;
+    let outbound = Rc::new(Outbound::default());
+    let session = WsSession::new(
+        name,
+        state.hub.clone(),
+        limits.clone(),
+        outbound.clone(),
+        permit,
+    );
+    let reader = SocketReader::new(socket.clone(), early, limits.max_frame_bytes);
+    let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
+    let session = WebsocketContext::with_codec(session, reader, codec);
+    transport::serve(socket, session, outbound).await;
+    Ok(())
+}
