@@ -58,6 +58,9 @@ pub async fn upgrade(
         head.version,
         status.as_u16(),
     );
+    // The request is not needed past here, and the connection may last for
+    // hours.
+    drop(req);
     let outcome = match admitted {
         Ok(admission) => accept(&state, admission, connection).await,
         Err(refusal) => refuse(&refusal, connection).await,
@@ -99,11 +102,12 @@ async fn accept(
     connection
         .send(h1::Message::Item((switching, BodySize::None)))
         .await?;
-    let parts = connection.into_parts();
-    // Frames the client sent right behind its request, copied out so the
-    // dispatcher's read buffer is freed with the rest.
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    let socket = Rc::new(parts.io);
+    let (socket, early) = {
+        let parts = connection.into_parts();
+        // Frames the client sent right behind its request are copied out, so
+        // the dispatcher's buffers are freed here with the rest of `parts`.
+        (Rc::new(parts.io), Bytes::copy_from_slice(&parts.read_buf))
+    };
     // Frames are written whole, a turn's worth at a time: nothing is gained
     // by holding a small one back.
     socket.set_nodelay(true)?;
@@ -119,7 +123,8 @@ async fn accept(
     );
     let reader = SocketReader::new(socket.clone(), early, limits.max_frame_bytes);
     let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
-    let session = WebsocketContext::with_codec(session, reader, codec);
-    transport::serve(socket, session, outbound).await;
+    let session = Box::pin(WebsocketContext::with_codec(session, reader, codec));
+    // Its own task: the dispatcher's, with the upgrade's state, ends here.
+    actix_web::rt::spawn(transport::serve(socket, session, outbound));
     Ok(())
 }

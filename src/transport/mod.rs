@@ -25,6 +25,7 @@ mod reader;
 
 use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
@@ -43,7 +44,11 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Runs one WebSocket connection to its end: `session` is the session's
 /// context (from `WebsocketContext::with_codec`, reading through a
 /// [`SocketReader`] on `socket`), `outbound` the queue it writes to.
-pub async fn serve<S>(socket: Rc<TcpStream>, session: S, outbound: Rc<Outbound>)
+///
+/// This is the one task a connection keeps, so it is kept small: the session
+/// lives behind its box, and the linger timer is allocated only once the
+/// session has stopped.
+pub async fn serve<S>(socket: Rc<TcpStream>, session: Pin<Box<S>>, outbound: Rc<Outbound>)
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
@@ -52,19 +57,23 @@ where
         log::debug!("websocket connection failed: {err}");
         return;
     }
-    match tokio::time::timeout(CLOSE_LINGER, close(&socket, &outbound)).await {
+    let closing = Box::pin(tokio::time::timeout(
+        CLOSE_LINGER,
+        close(&socket, &outbound),
+    ));
+    match closing.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => log::debug!("websocket connection failed while closing: {err}"),
         Err(_) => log::info!("hanging up on a client that stopped reading or never closed its end"),
     }
 }
 
-/// Drives the session and writes its output until the session stops.
-async fn run<S>(session: S, socket: &TcpStream, outbound: &Outbound) -> io::Result<()>
+/// Drives the session and writes its output until the session stops, then
+/// drops it: its connection slot is free before the close is done.
+async fn run<S>(mut session: Pin<Box<S>>, socket: &TcpStream, outbound: &Outbound) -> io::Result<()>
 where
     S: Stream<Item = Result<Bytes, actix_web::Error>>,
 {
-    let mut session = std::pin::pin!(session);
     poll_fn(|cx| {
         // Sessions write to their `Outbound` directly, so the context's own
         // encoder yields nothing; anything it does yield is queued in order.
@@ -92,13 +101,22 @@ where
 async fn close(socket: &TcpStream, outbound: &Outbound) -> io::Result<()> {
     poll_fn(|cx| outbound.poll_write(socket, cx)).await?;
     socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)?;
-    let mut discard = [0u8; 1024];
     loop {
         socket.readable().await?;
+        if discard_input(socket)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads and drops what the client sent; `true` once it closed its end.
+fn discard_input(socket: &TcpStream) -> io::Result<bool> {
+    let mut discard = [0u8; 1024];
+    loop {
         match socket.try_read(&mut discard) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(true),
             Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(err) => return Err(err),
         }
     }
