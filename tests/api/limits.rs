@@ -220,6 +220,37 @@ async fn clients_that_never_read_are_closed_without_slowing_or_bloating_anyone()
     );
 }
 
+/// After the upgrade a connection keeps no HTTP buffers: idle ones cost the
+/// server a few KiB each (the bound is 8 KB; actix-http's dispatcher
+/// alone kept 16 KiB of buffers per connection). BENCHMARKS.md has the
+/// figure at 10,000 connections in a release build.
+#[actix_web::test]
+async fn idle_connections_cost_the_server_a_few_kilobytes_each() {
+    const IDLE: usize = 800;
+    let server = ServerProcess::start(&[("PERIODIC_NOTIFICATION", "0")]);
+    // The first connection's one-off allocations are not what is measured.
+    let mut first = RawWs::connect(server.address, "?name=first").await;
+    assert_eq!(first.next_event().await["type"], "welcome");
+    let (before, _) = memory_kib(server.pid());
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for n in 0..IDLE {
+        let mut client = RawWs::connect(server.address, &format!("?name=idle{n}")).await;
+        assert_eq!(client.next_event().await["type"], "welcome", "client {n}");
+        idle.push(client);
+    }
+    let (_, status) = server.get_json("/status").await;
+    assert_eq!(status["connections"], IDLE + 1, "{status}");
+    let (after, _) = memory_kib(server.pid());
+
+    let per_connection = (after.saturating_sub(before) * 1024) as usize / IDLE;
+    eprintln!("{IDLE} idle connections: RSS {before} -> {after} KiB, {per_connection} bytes each");
+    assert!(
+        per_connection < 8 * 1024,
+        "{per_connection} bytes per idle connection"
+    );
+}
+
 #[actix_web::test]
 async fn a_client_that_stops_reading_then_resumes_finds_a_1008_close() {
     let app = spawn_app_with(|c| c.limits.max_pending_bytes = 16 * 1024).await;
