@@ -161,7 +161,7 @@ fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
     if !parses {
         return Err(ConfigError {
             var,
-            value: crate::relay::redacted(&env.text(var).unwrap_or_default()),
+            value: crate::redis::relay::redacted(&env.text(var).unwrap_or_default()),
             expected: if var == "REDIS_URL" {
                 "a URL such as redis://127.0.0.1:6379"
             } else {

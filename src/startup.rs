@@ -15,13 +15,13 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 
 use crate::actors::chat_hub::ChatHub;
-use crate::actors::redis_bridge::{BridgeStatus, RedisBridge};
 use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCoordinator};
 use crate::actors::ticker::Ticker;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::protocol::ServerId;
-use crate::relay;
+use crate::redis::bridge::{BridgeStatus, RedisBridge};
+use crate::redis::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
 /// Why the application could not start.

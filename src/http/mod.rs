@@ -20,9 +20,9 @@ pub use page::render as render_page;
 pub use upgrade::upgrade;
 
 use crate::actors::chat_hub::ChatHub;
-use crate::actors::redis_bridge::BridgeStatus;
 use crate::config::{Config, Limits};
 use crate::protocol::ServerId;
+use crate::redis::bridge::BridgeStatus;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
 /// Sent with every HTTP answer: no MIME sniffing, no referrer.

@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use redis::aio::MultiplexedConnection;
 
+use super::relay::{backoff, redacted, Envelope, Outbox, Seen};
 use crate::actors::chat_hub::{ChatHub, Count, PeerCount, Publish, Remote};
 use crate::actors::ticker::Stop;
 use crate::config::RedisSettings;
 use crate::protocol::{Frame, ServerId};
-use crate::relay::{backoff, redacted, Envelope, Outbox, Seen};
 
 /// Most PUBLISH commands sent in one pipeline (one round trip).
 pub const BATCH: usize = 256;
