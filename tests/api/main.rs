@@ -11,10 +11,12 @@ mod notify;
 mod raw_ws;
 mod redis;
 mod redis_helpers;
+mod redis_rooms;
 mod rooms;
 mod security;
 #[path = "../common/server_process.rs"]
 mod server_process;
 mod shutdown;
+mod stall_proxy;
 mod status;
 mod transport;

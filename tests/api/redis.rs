@@ -17,11 +17,11 @@ use crate::server_process::ServerProcess;
 /// How long duplicates are watched for after the expected events arrived.
 const SETTLE: Duration = Duration::from_secs(1);
 
-async fn spawn_relay_app(redis_url: &str) -> TestApp {
+pub async fn spawn_relay_app(redis_url: &str) -> TestApp {
     spawn_relay_app_with_outbox(redis_url, 10_000).await
 }
 
-async fn spawn_relay_app_with_outbox(redis_url: &str, outbox_capacity: usize) -> TestApp {
+pub async fn spawn_relay_app_with_outbox(redis_url: &str, outbox_capacity: usize) -> TestApp {
     let settings = RedisSettings {
         url: redis_url.to_string(),
         channel: "chatd:events".into(),
@@ -31,7 +31,7 @@ async fn spawn_relay_app_with_outbox(redis_url: &str, outbox_capacity: usize) ->
 }
 
 /// Two apps relaying through `redis`, both connected to it.
-async fn spawn_relay_pair(redis: &RedisServer) -> (TestApp, TestApp) {
+pub async fn spawn_relay_pair(redis: &RedisServer) -> (TestApp, TestApp) {
     let (one, two) = (
         spawn_relay_app(&redis.url()).await,
         spawn_relay_app(&redis.url()).await,
@@ -46,7 +46,11 @@ async fn spawn_relay_pair(redis: &RedisServer) -> (TestApp, TestApp) {
 }
 
 /// Polls `/status` at `status_url` until `check` holds for its `redis` object.
-async fn wait_for_redis(status_url: &str, what: &str, check: impl Fn(&Value) -> bool) -> Duration {
+pub async fn wait_for_redis(
+    status_url: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Duration {
     let http = awc::Client::default();
     let started = Instant::now();
     loop {
@@ -60,7 +64,7 @@ async fn wait_for_redis(status_url: &str, what: &str, check: impl Fn(&Value) -> 
 }
 
 /// Waits until the process at `status_url` counts `clients` on its peers.
-async fn wait_for_peer_clients(status_url: &str, clients: u64) {
+pub async fn wait_for_peer_clients(status_url: &str, clients: u64) {
     let what = format!("counted {clients} clients on its peers");
     wait_for_redis(status_url, &what, |r| r["peer_clients"] == clients).await;
 }
@@ -74,7 +78,7 @@ async fn wait_for_outage(app: &TestApp) {
 }
 
 /// Every event `client` receives during `period`.
-async fn events_for(client: &mut WsClient, period: Duration) -> Vec<Value> {
+pub async fn events_for(client: &mut WsClient, period: Duration) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + period;
     let mut events = Vec::new();
     while let Ok(event) = tokio::time::timeout_at(deadline, client.next_event()).await {
@@ -85,7 +89,7 @@ async fn events_for(client: &mut WsClient, period: Duration) -> Vec<Value> {
 
 /// Waits until `client` has received an event with `message`, then watches
 /// for [`SETTLE`] more; answers how many copies arrived in all.
-async fn copies_of(client: &mut WsClient, message: &str) -> usize {
+pub async fn copies_of(client: &mut WsClient, message: &str) -> usize {
     let deadline = Instant::now() + WAIT;
     let mut copies = 0;
     while copies == 0 {
@@ -97,7 +101,7 @@ async fn copies_of(client: &mut WsClient, message: &str) -> usize {
 }
 
 /// Reads events until one carries `message`; fails after [`WAIT`].
-async fn wait_for_message(client: &mut WsClient, message: &str) -> Value {
+pub async fn wait_for_message(client: &mut WsClient, message: &str) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
         let event = client.next_event().await;

@@ -35,6 +35,19 @@ impl RedisServer {
         free_port()
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs one command on this server and returns its reply.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        cmd.query_async(&mut conn)
+            .await
+            .expect("the command succeeds")
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
