@@ -290,6 +290,9 @@ pub struct ChatHub {
     touched: Vec<RoomName>,
     /// Bytes in all batches of this turn.
     batched: usize,
+    /// Sessions in more than one room; while there are none, every room's
+    /// batch can go straight to its members.
+    multi_room: usize,
     flush_scheduled: bool,
 }
 
@@ -308,6 +311,7 @@ impl ChatHub {
             everyone: BytesMut::new(),
             touched: Vec::new(),
             batched: 0,
+            multi_room: 0,
             flush_scheduled: false,
         }
     }
@@ -522,6 +526,7 @@ impl Handler<Connect> for ChatHub {
             name.as_str(),
             rooms.len()
         );
+        self.multi_room += usize::from(rooms.len() > 1);
         self.members.insert(
             id,
             Member {
@@ -542,6 +547,7 @@ impl Handler<Disconnect> for ChatHub {
         let Some(member) = self.members.remove(&msg.id) else {
             return;
         };
+        self.multi_room -= usize::from(member.rooms.len() > 1);
         for room in &member.rooms {
             self.exit(msg.id, room);
         }
@@ -563,6 +569,7 @@ impl Handler<Join> for ChatHub {
         let session = member.session.clone();
         if !member.rooms.contains(&msg.room) {
             member.rooms.push(msg.room.clone());
+            self.multi_room += usize::from(member.rooms.len() == 2);
             self.enter(msg.id, &session, &msg.room);
         }
         session.do_send(Deliver::Frames(self.joined_event(&msg.room).to_wire()));
@@ -582,6 +589,7 @@ impl Handler<Leave> for ChatHub {
             return;
         };
         member.rooms.swap_remove(at);
+        self.multi_room -= usize::from(member.rooms.len() == 1);
         let left = ServerEvent::Left {
             room: msg.room.as_str(),
             ts: now_ms(),
@@ -1152,5 +1160,31 @@ mod tests {
         assert!(everyone.get("room").is_none(), "{everyone}");
         let rooms = hub.send(ListRooms).await.unwrap();
         assert_eq!(rooms, [(room("dev"), 1), (room("ops"), 4)]);
+    }
+
+    #[actix_rt::test]
+    async fn single_room_sessions_get_only_their_room_when_many_rooms_speak_at_once() {
+        let hub = ChatHub::new(ServerId::generate(), None).start();
+        let (both, _both_rx) = connect_in(&hub, &["a", "b"]).await;
+        let (ana, mut ana_rx) = connect_in(&hub, &["a"]).await;
+        let (bo, mut bo_rx) = connect_in(&hub, &["b"]).await;
+        // With the two-room session gone, no session is in more than one room.
+        hub.do_send(Disconnect { id: both });
+
+        for (from, name) in [(ana, "a"), (bo, "b"), (ana, "a")] {
+            hub.do_send(Say {
+                from,
+                room: room(name),
+                text: name.into(),
+            });
+        }
+
+        for (rx, name, count) in [(&mut ana_rx, "a", 2), (&mut bo_rx, "b", 1)] {
+            for _ in 0..count {
+                assert_eq!(next_event(rx).await["room"], name);
+            }
+        }
+        hub.send(Count).await.unwrap();
+        assert!(ana_rx.try_recv().is_err() && bo_rx.try_recv().is_err());
     }
 }
