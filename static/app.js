@@ -309,9 +309,20 @@
 
   // ---- composer and name -----------------------------------------------------
 
+  /**
+   * Grows the composer with its text. scrollHeight leaves out the border, so
+   * it is added back: without it a one-line text overflowed by a pixel or two
+   * on phones (16 px text) and showed scrollbar arrows. The textarea scrolls
+   * only once it is at its CSS max-height.
+   */
   function resizeComposer() {
+    text.classList.remove("scrolls");
     text.style.height = "auto";
-    text.style.height = `${Math.min(text.scrollHeight, 160)}px`;
+    const border = text.offsetHeight - text.clientHeight;
+    const wanted = text.scrollHeight + border;
+    const max = parseFloat(getComputedStyle(text).maxHeight) || 160;
+    text.style.height = `${Math.min(wanted, max)}px`;
+    text.classList.toggle("scrolls", wanted > max);
   }
 
   $("composer").addEventListener("submit", (e) => {

@@ -33,6 +33,14 @@ pub enum Scheme {
     Dark,
 }
 
+/// Whether the browser draws scrollbars. Pictures for the README hide them;
+/// a test about a stray scrollbar needs them drawn.
+#[derive(Clone, Copy, Debug)]
+pub enum Scrollbars {
+    Hidden,
+    Shown,
+}
+
 /// One test's world: its own chatd process and its own browser to open the
 /// chat page in.
 pub struct TestChat {
@@ -74,6 +82,19 @@ impl TestChat {
     pub async fn open_chat_with(&mut self, scheme: Scheme, size: (u32, u32)) -> Page {
         self.browser
             .open_with(&self.server.url("/"), scheme, size)
+            .await
+    }
+
+    /// Like [`TestChat::open_chat_with`], with scrollbars drawn as a
+    /// desktop browser draws them.
+    pub async fn open_chat_showing_scrollbars(&mut self, size: (u32, u32)) -> Page {
+        self.browser
+            .open_window(
+                &self.server.url("/"),
+                Scheme::Light,
+                size,
+                Scrollbars::Shown,
+            )
             .await
     }
 
@@ -168,6 +189,18 @@ impl Browser {
 
     /// Like [`Browser::open`], in a colour scheme and a window size.
     pub async fn open_with(&mut self, url: &str, scheme: Scheme, size: (u32, u32)) -> Page {
+        self.open_window(url, scheme, size, Scrollbars::Hidden)
+            .await
+    }
+
+    /// Like [`Browser::open_with`], choosing whether scrollbars are drawn.
+    pub async fn open_window(
+        &mut self,
+        url: &str,
+        scheme: Scheme,
+        size: (u32, u32),
+        scrollbars: Scrollbars,
+    ) -> Page {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let profile = std::env::temp_dir().join(format!(
             "chatd-browser-{}-{}",
@@ -179,7 +212,7 @@ impl Browser {
             Scheme::Dark => 0,
             Scheme::Light => 1,
         };
-        let args = [
+        let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -189,12 +222,14 @@ impl Browser {
             "--disable-background-networking".into(),
             "--disable-component-update".into(),
             "--disable-sync".into(),
-            "--hide-scrollbars".into(),
             "--force-device-scale-factor=2".into(),
             format!("--blink-settings=preferredColorScheme={scheme}"),
             format!("--window-size={},{}", size.0, size.1),
             format!("--user-data-dir={}", profile.display()),
         ];
+        if let Scrollbars::Hidden = scrollbars {
+            args.push("--hide-scrollbars".into());
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),

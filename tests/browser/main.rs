@@ -3,6 +3,7 @@
 //! tests skip loudly, except under CI=true, where they fail.
 
 mod chat;
+mod composer;
 mod helpers;
 mod reconnect;
 mod screenshot;
