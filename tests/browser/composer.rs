@@ -32,8 +32,11 @@ async fn the_composer_on_a_phone_grows_without_scrollbar_arrows_until_its_max_he
     let Some(mut chat) = TestChat::start() else {
         return;
     };
-    let page = chat.open_chat_showing_scrollbars((390, 700)).await;
-    page.wait_for_state("connected").await;
+    // On a phone the room list comes first; the link opens the chat.
+    let page = chat
+        .open_chat_showing_scrollbars("/#general", (390, 700))
+        .await;
+    page.wait_for_open_room("general").await;
 
     page.type_into_composer("one line").await;
     let one = composer(&page).await;

@@ -6,6 +6,7 @@ mod chat;
 mod composer;
 mod helpers;
 mod reconnect;
+mod rooms;
 mod screenshot;
 #[path = "../common/server_process.rs"]
 mod server_process;
