@@ -430,9 +430,11 @@ impl Page {
                 if (!list) return [];
                 const style = getComputedStyle(list);
                 const outer = list.getBoundingClientRect();
+                // A room not open has no layout: its edges are 0.
+                const pad = (v) => parseFloat(v) || 0;
                 const log = {{
-                  left: outer.left + parseFloat(style.paddingLeft),
-                  right: outer.right - parseFloat(style.paddingRight),
+                  left: outer.left + pad(style.paddingLeft),
+                  right: outer.right - pad(style.paddingRight),
                 }};
                 return [...list.querySelectorAll('.bubble')].map((b) => {{
                   const group = b.closest('.group');

@@ -186,9 +186,17 @@ async fn joined_rooms_are_remembered_across_a_reload_and_left_rooms_stay_left() 
     let bob = chat.open_chat_at("/#ops").await;
     bob.wait_for_open_room("ops").await;
     bob.say("still there?").await;
-    ana.wait_for_bubble_in(In::Room("ops"), "still there?")
+    ana.wait_for_bubble("still there?").await;
+    bob.set_hash("release-1.4").await;
+    bob.wait_for_open_room("release-1.4").await;
+    bob.say("and here?").await;
+    ana.wait_for_bubble_in(In::Room("release-1.4"), "and here?")
         .await;
-    assert_eq!(ana.room("ops").await.unread, 1, "rejoined on connect");
+    assert_eq!(
+        ana.room("release-1.4").await.unread,
+        1,
+        "rejoined on connect, and counted while not open"
+    );
 
     ana.leave_room("ops").await;
     ana.leave_room("release-1.4").await;
