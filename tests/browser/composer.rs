@@ -43,12 +43,7 @@ async fn the_composer_on_a_phone_grows_without_scrollbar_arrows_until_its_max_he
     page.type_into_composer(&format!("{SHIFT}{ENTER}{RELEASE}two lines"))
         .await;
     let two = composer(&page).await;
-    page.eval("document.activeElement.blur(); return true;")
-        .await;
-    let png = page.screenshot().await;
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("composer-phone.png");
-    std::fs::write(&path, png).expect("the screenshot is written");
-    eprintln!("wrote {}", path.display());
+    picture(&page, "composer-phone.png").await;
 
     for (what, state) in [("one line", &one), ("two lines", &two)] {
         assert_eq!(
@@ -60,7 +55,7 @@ async fn the_composer_on_a_phone_grows_without_scrollbar_arrows_until_its_max_he
     }
     assert!(two.height > one.height, "it grew: {one:?} {two:?}");
 
-    let many_lines = format!("{SHIFT}{}{RELEASE}", format!("{ENTER}more").repeat(12));
+    let many_lines = format!("{SHIFT}{ENTER}{RELEASE}more").repeat(12);
     page.type_into_composer(&many_lines).await;
     let tall = composer(&page).await;
     assert_eq!(
@@ -68,5 +63,15 @@ async fn the_composer_on_a_phone_grows_without_scrollbar_arrows_until_its_max_he
         "past its max height it scrolls: {tall:?}"
     );
     assert!(tall.overflows, "{tall:?}");
+    picture(&page, "composer-phone-tall.png").await;
     page.close().await;
+}
+
+/// Keeps a picture of the page in the test's scratch directory, to look at
+/// when the layout is in doubt.
+async fn picture(page: &Page, file: &str) {
+    let png = page.screenshot().await;
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
+    std::fs::write(&path, png).expect("the screenshot is written");
+    eprintln!("wrote {}", path.display());
 }
