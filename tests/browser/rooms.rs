@@ -198,10 +198,26 @@ async fn joined_rooms_are_remembered_across_a_reload_and_left_rooms_stay_left() 
         "rejoined on connect, and counted while not open"
     );
 
+    // A reconnect (here: a new name) starts in every room it is in.
+    ana.eval(
+        "const Real = window.WebSocket; window.wsUrls = []; \
+         window.WebSocket = function (url) { window.wsUrls.push(url); return new Real(url); }; \
+         window.WebSocket.OPEN = Real.OPEN; return true;",
+    )
+    .await;
+    ana.set_name("Ana B").await;
+    // (Clearing the field first reconnected once without a name.)
+    let url = ana.eval("return window.wsUrls.pop();").await;
+    let url = url.as_str().expect("the page connected again");
+    assert!(
+        url.ends_with("/ws?name=Ana+B&room=ops&room=release-1.4"),
+        "{url}"
+    );
+
     ana.leave_room("ops").await;
     ana.leave_room("release-1.4").await;
     ana.reload().await;
-    ana.wait_for_pill("You joined as Ana").await;
+    ana.wait_for_pill("You joined as Ana B").await;
     assert!(ana.rooms().await.is_empty(), "no room, even after a reload");
     let empty = ana
         .eval(
@@ -286,5 +302,34 @@ async fn on_a_phone_the_room_list_and_the_chat_are_two_screens() {
     .await;
     assert_eq!(page.eval(screens).await, serde_json::json!([true, false]));
     assert_eq!(page.room("general").await.preview, "You: from my phone");
+    page.close().await;
+}
+
+#[actix_web::test]
+async fn a_join_the_server_refuses_is_dropped_and_its_reason_shown() {
+    let Some(mut chat) = TestChat::start_with(&[("MAX_ROOMS_PER_CONNECTION", "2")]) else {
+        return;
+    };
+    let page = chat.open_chat().await;
+    page.join_room("ops").await;
+
+    page.type_into_room_field(&format!("dev{ENTER}")).await;
+
+    page.wait_for_pill("dev: a connection may be in at most 2 rooms")
+        .await;
+    let hint = page
+        .eval("return document.getElementById('join-hint').textContent;")
+        .await;
+    assert!(
+        hint.as_str().is_some_and(|h| h.contains("at most 2 rooms")),
+        "the server's reason is shown by the field: {hint}"
+    );
+    let names: Vec<String> = page.rooms().await.into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["general", "ops"], "dev is dropped");
+    let stored = page
+        .eval("return localStorage.getItem('chatd.rooms');")
+        .await;
+    assert_eq!(stored, r#"["general","ops"]"#, "and not remembered");
+    page.wait_for_open_room("general").await;
     page.close().await;
 }
