@@ -58,10 +58,22 @@
    */
   let adoptServerRooms = false;
   /**
-   * Joins sent and not answered yet, oldest first. An `error` names no room,
-   * but the server answers frames in order, so a refused join is the oldest.
+   * Joins go one at a time: an `error` names no room, and the session can
+   * refuse a join at once while an accepted one is answered later (by the
+   * hub), so with several in flight a refusal could not be told apart.
+   * `joinInFlight` is the room asked for and not answered yet.
    */
-  const pendingJoins = [];
+  const joinQueue = [];
+  let joinInFlight = null;
+  /**
+   * How many rooms the next /ws names. A server with a lower
+   * MAX_ROOMS_PER_CONNECTION answers a longer list with 400 before the
+   * upgrade, which the page only sees as a failed connection; so each
+   * failure halves the list, and welcome() joins the rest one by one (a
+   * refused join then says why). Halving while the server is simply down
+   * costs nothing for the same reason.
+   */
+  let queryRooms = MAX_ROOMS;
   /** Set when a room link is followed from the phone's room list. */
   let clickedFromList = false, cameFromList = false;
   /** The reader asked for a room with the join field: type there once it is joined. */
@@ -249,7 +261,18 @@
 
   /** Asks the server for `room`; without a connection, the next connect does. */
   function sendJoin(room) {
-    if (roomsServer && sendFrame({ type: "join", room: room.name })) pendingJoins.push(room.name);
+    if (!roomsServer || joinInFlight === room.name || joinQueue.includes(room.name)) return;
+    joinQueue.push(room.name);
+    sendNextJoin();
+  }
+
+  function sendNextJoin() {
+    while (joinInFlight === null && joinQueue.length) {
+      const name = joinQueue.shift();
+      if (!rooms.has(name)) continue; // left while waiting
+      if (!sendFrame({ type: "join", room: name })) { joinQueue.length = 0; return; }
+      joinInFlight = name;
+    }
   }
 
   /** Adds `name` to the page and joins it, or says why not (null). */
@@ -264,7 +287,9 @@
   }
 
   function leaveRoom(room) {
-    if (room.joined && roomsServer) sendFrame({ type: "leave", room: room.name });
+    // A join still in flight would make us a member after all: leave too.
+    const member = room.joined || joinInFlight === room.name;
+    if (member && roomsServer) sendFrame({ type: "leave", room: room.name });
     removeRoom(room);
     storeRooms();
     history.replaceState(null, "", location.pathname + location.search);
@@ -273,8 +298,8 @@
 
   /** The server confirmed a room: from `welcome.rooms` or a `joined`. */
   function onJoined(event, announce) {
-    const at = pendingJoins.indexOf(event.room);
-    if (at >= 0) pendingJoins.splice(at, 1);
+    if (joinInFlight === event.room) joinInFlight = null;
+    sendNextJoin();
     const room = rooms.get(event.room);
     if (!room) return; // left again before the answer came
     const first = !room.confirmed;
@@ -289,12 +314,16 @@
 
   /** The server refused the oldest join we sent (bad_room, too_many_rooms, ...). */
   function onJoinRefused(event) {
-    const name = pendingJoins.shift();
+    const name = joinInFlight;
+    joinInFlight = null;
+    sendNextJoin();
     const room = rooms.get(name);
     hint(`${name}: ${event.message}`);
-    if (room && !room.confirmed) {
+    // Dropped even if it was remembered: this server will not have us in it.
+    if (room) {
       const wasOpen = room === current;
       removeRoom(room);
+      storeRooms();
       if (wasOpen) {
         history.replaceState(null, "", location.pathname + location.search);
         route();
@@ -619,7 +648,7 @@
     const query = new URLSearchParams();
     const name = cleanName(nameInput.value);
     if (name) query.append("name", name);
-    for (const room of [...rooms.keys()].slice(0, MAX_ROOMS)) query.append("room", room);
+    for (const room of [...rooms.keys()].slice(0, queryRooms)) query.append("room", room);
     const search = query.toString();
     return `${scheme}://${location.host}/ws${search ? `?${search}` : ""}`;
   }
@@ -636,14 +665,18 @@
       return;
     }
     socket = ws;
+    let welcomed = false;
     ws.onmessage = (e) => {
       let event;
       try { event = JSON.parse(e.data); } catch { return; }
-      if (event && typeof event === "object") handle(event);
+      if (!event || typeof event !== "object") return;
+      if (event.type === "welcome") { welcomed = true; queryRooms = MAX_ROOMS; }
+      handle(event);
     };
     ws.onclose = () => {
       if (socket !== ws) return; // replaced on purpose (rename, shutdown notice)
       socket = null;
+      if (!welcomed) queryRooms = Math.max(1, Math.floor(Math.min(queryRooms, rooms.size) / 2));
       for (const room of rooms.values()) room.joined = false;
       clearInterval(statusTimer);
       if (resumeAt !== null) {
@@ -674,7 +707,8 @@
     myId = String(event.client_id);
     attempt = 0;
     resumeAt = null;
-    pendingJoins.length = 0;
+    joinQueue.length = 0;
+    joinInFlight = null;
     for (const room of rooms.values()) room.joined = false;
     roomsServer = Array.isArray(event.rooms);
     const started = roomsServer
@@ -739,7 +773,7 @@
       }
       case "error": {
         const refusal = ["bad_room", "too_many_rooms", "not_allowed"].includes(event.code);
-        if (refusal && pendingJoins.length) onJoinRefused(event);
+        if (refusal && joinInFlight !== null) onJoinRefused(event);
         else pill(String(event.message), "error");
         break;
       }

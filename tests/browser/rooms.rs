@@ -331,5 +331,15 @@ async fn a_join_the_server_refuses_is_dropped_and_its_reason_shown() {
         .await;
     assert_eq!(stored, r#"["general","ops"]"#, "and not remembered");
     page.wait_for_open_room("general").await;
+
+    // Remembered from a server that allowed more: /ws?room=… with three
+    // rooms is a 400 here, so the page names fewer and joins the rest.
+    page.eval("localStorage.setItem('chatd.rooms', '[\"general\",\"ops\",\"dev\"]'); return true;")
+        .await;
+    page.reload().await;
+    page.wait_for_pill("dev: a connection may be in at most 2 rooms")
+        .await;
+    let names: Vec<String> = page.rooms().await.into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["general", "ops"]);
     page.close().await;
 }
