@@ -52,7 +52,7 @@ async fn enter_sends_shift_enter_breaks_the_line_and_a_sender_s_run_is_one_group
     bob.wait_for_bubble("and a second message").await;
     let groups = bob
         .eval(
-            "return [...document.querySelectorAll('#messages .group')].map((g) => \
+            "return [...openLog().querySelectorAll('.group')].map((g) => \
              [g.querySelectorAll('.who').length, g.querySelectorAll('.bubble').length]);",
         )
         .await;
@@ -84,8 +84,8 @@ async fn a_notification_shows_as_a_centred_pill_on_both_pages() {
         page.wait_for_pill("Deploy at 17:00").await;
         let offset = page
             .eval(
-                "const pill = [...document.querySelectorAll('#messages .pill')].pop().getBoundingClientRect(); \
-                 const log = document.getElementById('messages').getBoundingClientRect(); \
+                "const pill = [...openLog().querySelectorAll('.pill')].pop().getBoundingClientRect(); \
+                 const log = openLog().getBoundingClientRect(); \
                  return Math.abs((pill.left + pill.right) / 2 - (log.left + log.right) / 2);",
             )
             .await;
@@ -113,7 +113,7 @@ async fn a_message_that_looks_like_html_shows_as_literal_text() {
         let bubble = page.wait_for_bubble(attack).await;
         assert_eq!(bubble.text, attack);
         let images = page
-            .eval("return document.querySelectorAll('#messages img').length;")
+            .eval("return document.querySelectorAll('#logs img').length;")
             .await;
         assert_eq!(images, 0, "no element was made from the message");
     }
@@ -155,14 +155,13 @@ async fn a_reader_who_scrolled_up_gets_a_new_messages_chip_instead_of_a_jump() {
     }
     bob.wait_for_bubble("filler 15").await;
     bob.wait_until(
-        "(() => { const l = document.getElementById('messages'); \
+        "(() => { const l = openLog(); \
          return l.scrollHeight - l.scrollTop - l.clientHeight < 2; })()",
         "the view to follow the latest message",
     )
     .await;
 
-    bob.eval("document.getElementById('messages').scrollTop = 0; return true;")
-        .await;
+    bob.eval("openLog().scrollTop = 0; return true;").await;
     ana.say("while you were reading").await;
 
     bob.wait_for_bubble("while you were reading").await;
@@ -172,9 +171,7 @@ async fn a_reader_who_scrolled_up_gets_a_new_messages_chip_instead_of_a_jump() {
         "the chip to count one new message",
     )
     .await;
-    let top = bob
-        .eval("return document.getElementById('messages').scrollTop;")
-        .await;
+    let top = bob.eval("return openLog().scrollTop;").await;
     assert_eq!(top, 0, "the view stayed where the reader was");
     bob.find_and_click("#new-messages").await;
     bob.wait_until(

@@ -33,6 +33,14 @@ pub enum Scheme {
     Dark,
 }
 
+/// Whether the browser draws scrollbars. Pictures for the README hide them;
+/// a test about a stray scrollbar needs them drawn.
+#[derive(Clone, Copy, Debug)]
+pub enum Scrollbars {
+    Hidden,
+    Shown,
+}
+
 /// One test's world: its own chatd process and its own browser to open the
 /// chat page in.
 pub struct TestChat {
@@ -57,7 +65,12 @@ impl TestChat {
     /// A fresh browser showing the chat page, connected under the name the
     /// server gave it.
     pub async fn open_chat(&mut self) -> Page {
-        let page = self.browser.open(&self.server.url("/")).await;
+        self.open_chat_at("/").await
+    }
+
+    /// A fresh browser showing `path` (a link such as `/#ops`), connected.
+    pub async fn open_chat_at(&mut self, path: &str) -> Page {
+        let page = self.browser.open(&self.server.url(path)).await;
         page.wait_for_state("connected").await;
         page
     }
@@ -77,6 +90,19 @@ impl TestChat {
             .await
     }
 
+    /// A fresh browser showing `path` in a window of `size`, with
+    /// scrollbars drawn as a desktop browser draws them.
+    pub async fn open_chat_showing_scrollbars(&mut self, path: &str, size: (u32, u32)) -> Page {
+        self.browser
+            .open_window(
+                &self.server.url(path),
+                Scheme::Light,
+                size,
+                Scrollbars::Shown,
+            )
+            .await
+    }
+
     /// Starts a fresh chatd on the port the stopped one used.
     pub fn restart_server(&mut self) {
         self.server = self.server.restart_on_same_port();
@@ -84,10 +110,21 @@ impl TestChat {
 
     /// `POST /notify?message=…`; returns the status.
     pub async fn post_notify(&self, message: &str) -> u16 {
+        self.post_notify_query(&[("message", message)]).await
+    }
+
+    /// `POST /notify?message=…&room=…`, for `room`'s members only; returns
+    /// the status.
+    pub async fn post_notify_in(&self, room: &str, message: &str) -> u16 {
+        self.post_notify_query(&[("message", message), ("room", room)])
+            .await
+    }
+
+    async fn post_notify_query(&self, query: &[(&str, &str)]) -> u16 {
         let client = awc::Client::builder().timeout(WAIT).finish();
         let response = client
             .post(self.server.url("/notify"))
-            .query(&[("message", message)])
+            .query(&query)
             .expect("the query encodes")
             .send()
             .await
@@ -168,6 +205,18 @@ impl Browser {
 
     /// Like [`Browser::open`], in a colour scheme and a window size.
     pub async fn open_with(&mut self, url: &str, scheme: Scheme, size: (u32, u32)) -> Page {
+        self.open_window(url, scheme, size, Scrollbars::Hidden)
+            .await
+    }
+
+    /// Like [`Browser::open_with`], choosing whether scrollbars are drawn.
+    pub async fn open_window(
+        &mut self,
+        url: &str,
+        scheme: Scheme,
+        size: (u32, u32),
+        scrollbars: Scrollbars,
+    ) -> Page {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let profile = std::env::temp_dir().join(format!(
             "chatd-browser-{}-{}",
@@ -179,7 +228,7 @@ impl Browser {
             Scheme::Dark => 0,
             Scheme::Light => 1,
         };
-        let args = [
+        let mut args = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -189,12 +238,14 @@ impl Browser {
             "--disable-background-networking".into(),
             "--disable-component-update".into(),
             "--disable-sync".into(),
-            "--hide-scrollbars".into(),
             "--force-device-scale-factor=2".into(),
             format!("--blink-settings=preferredColorScheme={scheme}"),
             format!("--window-size={},{}", size.0, size.1),
             format!("--user-data-dir={}", profile.display()),
         ];
+        if let Scrollbars::Hidden = scrollbars {
+            args.push("--hide-scrollbars".into());
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -243,11 +294,52 @@ pub struct Bubble {
     pub log_right: f64,
 }
 
+/// Defined for every script a test runs in the page: `openLog()` is the
+/// message list the reader sees (the open room's), `roomLog(name)` a room's
+/// own list (shown or not), `roomLink(name)` its entry in the room list.
+const PRELUDE: &str = "\
+    const openLog = () => document.querySelector('#logs > .messages:not([hidden])'); \
+    const roomLog = (name) => [...document.querySelectorAll('#logs > .messages')] \
+      .find((l) => l.dataset.room === name); \
+    const roomLink = (name) => [...document.querySelectorAll('#rooms .room-link')] \
+      .find((a) => a.dataset.room === name);\n";
+
+/// Where to look for bubbles and pills: the list the reader sees, or one
+/// room's list whether it is open or not.
+#[derive(Clone, Copy, Debug)]
+pub enum In<'a> {
+    Open,
+    Room(&'a str),
+}
+
+impl In<'_> {
+    /// A JavaScript expression for the message list (see [`PRELUDE`]).
+    fn log(self) -> String {
+        match self {
+            In::Open => "openLog()".into(),
+            In::Room(name) => format!("roomLog({})", json!(name)),
+        }
+    }
+}
+
+/// How a room's entry in the room list looks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RoomEntry {
+    pub name: String,
+    /// "Sender: text" of its last message, or a notice's text.
+    pub preview: String,
+    /// The unread badge, 0 when it is hidden.
+    pub unread: u32,
+    /// The room open in the chat pane (highlighted).
+    pub active: bool,
+}
+
 impl Page {
-    /// Runs `script` (a function body) in the page and returns its value.
+    /// Runs `script` (a function body, which may use the helpers of
+    /// [`PRELUDE`]) in the page and returns its value.
     pub async fn eval(&self, script: &str) -> Value {
         self.client
-            .execute(script, Vec::new())
+            .execute(&format!("{PRELUDE}{script}"), Vec::new())
             .await
             .unwrap_or_else(|err| panic!("script failed: {err}\n{script}"))
     }
@@ -324,57 +416,172 @@ impl Page {
             .expect("the message is typed");
     }
 
-    /// Every bubble, oldest first, with where it sits.
+    /// Every bubble in the open room, oldest first, with where it sits.
     pub async fn bubbles(&self) -> Vec<Bubble> {
+        self.bubbles_in(In::Open).await
+    }
+
+    /// Every bubble in `place`, oldest first, with where it sits.
+    pub async fn bubbles_in(&self, place: In<'_>) -> Vec<Bubble> {
         let value = self
-            .eval(
+            .eval(&format!(
                 r#"
-                const list = document.getElementById('messages');
+                const list = {};
+                if (!list) return [];
                 const style = getComputedStyle(list);
                 const outer = list.getBoundingClientRect();
-                const log = {
-                  left: outer.left + parseFloat(style.paddingLeft),
-                  right: outer.right - parseFloat(style.paddingRight),
-                };
-                return [...document.querySelectorAll('#messages .bubble')].map((b) => {
+                // A room not open has no layout: its edges are 0.
+                const pad = (v) => parseFloat(v) || 0;
+                const log = {{
+                  left: outer.left + pad(style.paddingLeft),
+                  right: outer.right - pad(style.paddingRight),
+                }};
+                return [...list.querySelectorAll('.bubble')].map((b) => {{
                   const group = b.closest('.group');
                   const rect = b.getBoundingClientRect();
                   const who = group.querySelector('.who');
-                  return {
+                  return {{
                     text: b.querySelector('.text').textContent,
                     who: who ? who.textContent : '',
                     own: group.classList.contains('own'),
                     left: rect.left, right: rect.right,
                     log_left: log.left, log_right: log.right,
-                  };
-                });"#,
-            )
+                  }};
+                }});"#,
+                place.log()
+            ))
             .await;
         serde_json::from_value(value).expect("bubbles as JSON")
     }
 
-    /// Waits for a bubble whose text is exactly `text`, and returns it.
+    /// Waits for a bubble in the open room whose text is exactly `text`, and
+    /// returns it.
     pub async fn wait_for_bubble(&self, text: &str) -> Bubble {
+        self.wait_for_bubble_in(In::Open, text).await
+    }
+
+    /// Waits for a bubble in `place` whose text is exactly `text`, and
+    /// returns it.
+    pub async fn wait_for_bubble_in(&self, place: In<'_>, text: &str) -> Bubble {
         let condition = format!(
-            "[...document.querySelectorAll('#messages .bubble .text')].some((t) => t.textContent === {})",
+            "(() => {{ const l = {}; return !!l && [...l.querySelectorAll('.bubble .text')]\
+             .some((t) => t.textContent === {}); }})()",
+            place.log(),
             json!(text)
         );
-        self.wait_until(&condition, &format!("a bubble {text:?}"))
+        self.wait_until(&condition, &format!("a bubble {text:?} in {place:?}"))
             .await;
-        self.bubbles()
+        self.bubbles_in(place)
             .await
             .into_iter()
             .find(|b| b.text == text)
             .expect("the bubble is there")
     }
 
-    /// Waits for a system pill containing `text`.
+    /// Waits for a system pill in the open room containing `text`.
     pub async fn wait_for_pill(&self, text: &str) {
+        self.wait_for_pill_in(In::Open, text).await;
+    }
+
+    /// Waits for a system pill in `place` containing `text`.
+    pub async fn wait_for_pill_in(&self, place: In<'_>, text: &str) {
         let condition = format!(
-            "[...document.querySelectorAll('#messages .pill')].some((p) => p.textContent.includes({}))",
+            "(() => {{ const l = {}; return !!l && [...l.querySelectorAll('.pill')]\
+             .some((p) => p.textContent.includes({})); }})()",
+            place.log(),
             json!(text)
         );
-        self.wait_until(&condition, &format!("a pill with {text:?}"))
+        self.wait_until(&condition, &format!("a pill with {text:?} in {place:?}"))
+            .await;
+    }
+
+    /// How many rows anywhere on the page (any room) contain `text`.
+    pub async fn rows_anywhere_containing(&self, text: &str) -> u64 {
+        let count = self
+            .eval(&format!(
+                "return [...document.querySelectorAll('#logs > .messages > li')]\
+                 .filter((r) => r.textContent.includes({})).length;",
+                json!(text)
+            ))
+            .await;
+        count.as_u64().expect("a count")
+    }
+
+    /// The room list, top to bottom.
+    pub async fn rooms(&self) -> Vec<RoomEntry> {
+        let value = self
+            .eval(
+                "return [...document.querySelectorAll('#rooms .room-link')].map((a) => { \
+                   const badge = a.querySelector('.badge'); \
+                   return { name: a.dataset.room, \
+                     preview: a.querySelector('.room-preview').textContent, \
+                     unread: badge.hidden ? 0 : Number(badge.querySelector('.count').textContent), \
+                     active: a.classList.contains('active') }; });",
+            )
+            .await;
+        serde_json::from_value(value).expect("rooms as JSON")
+    }
+
+    /// The room list's entry for `name`; fails if it is not listed.
+    pub async fn room(&self, name: &str) -> RoomEntry {
+        self.rooms()
+            .await
+            .into_iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the room list"))
+    }
+
+    /// Waits until the chat pane shows `name`, joined: its title, and a
+    /// composer that can send.
+    pub async fn wait_for_open_room(&self, name: &str) {
+        self.wait_until(
+            &format!(
+                "document.getElementById('room-title').textContent === {0} \
+                 && openLog() && openLog().dataset.room === {0} \
+                 && !document.getElementById('text').disabled",
+                json!(name)
+            ),
+            &format!("room {name} to be open and joined"),
+        )
+        .await;
+    }
+
+    /// Joins (or creates) `name` with the room field, as a reader would, and
+    /// waits until it is open and joined.
+    pub async fn join_room(&self, name: &str) {
+        self.type_into_room_field(&format!("{name}{ENTER}")).await;
+        self.wait_for_open_room(name).await;
+    }
+
+    /// Types raw WebDriver keys into the "join or create a room" field.
+    pub async fn type_into_room_field(&self, keys: &str) {
+        let field = self.find("#room-name").await;
+        field.clear().await.expect("the room field clears");
+        field.send_keys(keys).await.expect("the room name is typed");
+    }
+
+    /// Clicks `name` in the room list and waits until it is open.
+    pub async fn click_room(&self, name: &str) {
+        self.find_and_click(&format!(".room-link[data-room={}]", json!(name)))
+            .await;
+        self.wait_for_open_room(name).await;
+    }
+
+    /// Opens `name` and leaves it with the room bar's Leave button; waits
+    /// until it is gone from the room list.
+    pub async fn leave_room(&self, name: &str) {
+        self.click_room(name).await;
+        self.find_and_click("#leave").await;
+        self.wait_until(
+            &format!("!roomLink({})", json!(name)),
+            &format!("{name} to leave the room list"),
+        )
+        .await;
+    }
+
+    /// Sets the URL hash, as following a link to `/#name` would.
+    pub async fn set_hash(&self, name: &str) {
+        self.eval(&format!("location.hash = {}; return true;", json!(name)))
             .await;
     }
 
@@ -384,7 +591,12 @@ impl Page {
             .client
             .execute(
                 "return document.getElementById('state').textContent + '\\n' + \
-                 [...document.querySelectorAll('#messages > li')].map((r) => r.textContent).join('\\n');",
+                 [...document.querySelectorAll('#rooms .room-link')].map((a) => \
+                   a.dataset.room + (a.classList.contains('active') ? '*' : '') + ': ' + \
+                   a.querySelector('.room-bottom').textContent).join(' | ') + '\\n' + \
+                 [...document.querySelectorAll('#logs > .messages')].map((l) => \
+                   `[${l.dataset.room || 'no room'}${l.hidden ? '' : ', open'}]\\n` + \
+                   [...l.children].map((r) => r.textContent).join('\\n')).join('\\n');",
                 Vec::new(),
             )
             .await;

@@ -3,8 +3,10 @@
 //! tests skip loudly, except under CI=true, where they fail.
 
 mod chat;
+mod composer;
 mod helpers;
 mod reconnect;
+mod rooms;
 mod screenshot;
 #[path = "../common/server_process.rs"]
 mod server_process;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::helpers::{Page, Scheme, TestChat};
+use crate::helpers::{In, Page, Scheme, TestChat};
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -18,6 +18,20 @@ async fn screenshot_of_a_short_conversation_in_light_dark_and_on_a_phone() {
     bob.come_back_as("Bob").await;
     let chloe = chat.open_chat_with(Scheme::Light, (390, 760)).await;
     chloe.come_back_as("Chloe").await;
+
+    // Two more rooms, and something unread in ops for Ana and Chloe.
+    ana.join_room("ops").await;
+    ana.join_room("release-1.4").await;
+    bob.join_room("ops").await;
+    chloe.join_room("ops").await;
+    chloe.find_and_click("#back").await;
+    chloe.click_room("general").await;
+    let ci = "CI is green on main, tagging 1.4";
+    bob.say(ci).await;
+    ana.wait_for_bubble_in(In::Room("ops"), ci).await;
+    chloe.wait_for_bubble_in(In::Room("ops"), ci).await;
+    ana.click_room("general").await;
+    bob.click_room("general").await;
 
     bob.say("Morning! Is the deploy still on for today?").await;
     ana.wait_for_bubble("Morning! Is the deploy still on for today?")
@@ -34,10 +48,26 @@ async fn screenshot_of_a_short_conversation_in_light_dark_and_on_a_phone() {
     bob.say("Shipping it").await;
     ana.wait_for_bubble("Shipping it").await;
     bob.wait_for_bubble("Shipping it").await;
+    chloe.wait_for_bubble("Shipping it").await;
+    assert_eq!(chat.post_notify_in("ops", "Release 1.4 is live").await, 200);
+    ana.wait_for_pill_in(In::Room("ops"), "Release 1.4 is live")
+        .await;
+    chloe
+        .wait_for_pill_in(In::Room("ops"), "Release 1.4 is live")
+        .await;
+    assert_eq!(ana.room("ops").await.unread, 2);
 
     keep(&ana, "screenshot.png").await;
     keep(&bob, "screenshot-dark.png").await;
     keep(&chloe, "screenshot-phone.png").await;
+    chloe.find_and_click("#back").await;
+    chloe
+        .wait_until(
+            "getComputedStyle(document.querySelector('.side')).display !== 'none'",
+            "the room list",
+        )
+        .await;
+    keep(&chloe, "screenshot-phone-rooms.png").await;
     ana.close().await;
     bob.close().await;
     chloe.close().await;
