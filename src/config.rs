@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_pending_bytes: usize,
     /// Longest display name, in characters.
     pub max_name_chars: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
     /// How often the server pings each client.
     pub heartbeat_interval: Duration,
     /// A client that sent no frame (not even a pong) for this long is closed.
@@ -110,6 +112,7 @@ impl Config {
             max_connections: env.number("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
             max_pending_bytes: env.number("MAX_PENDING_BYTES", 1 << 20, 1024..=1 << 30)?,
             max_name_chars: env.number("MAX_NAME_CHARS", 32, 1..=256)?,
+            max_rooms_per_connection: env.number("MAX_ROOMS_PER_CONNECTION", 50, 1..=1000)?,
             heartbeat_interval: env.seconds("HEARTBEAT_INTERVAL", 10, 1)?,
             client_timeout: env.seconds("CLIENT_TIMEOUT", 30, 1)?,
         };
@@ -161,7 +164,7 @@ fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
     if !parses {
         return Err(ConfigError {
             var,
-            value: crate::relay::redacted(&env.text(var).unwrap_or_default()),
+            value: crate::redis::relay::redacted(&env.text(var).unwrap_or_default()),
             expected: if var == "REDIS_URL" {
                 "a URL such as redis://127.0.0.1:6379"
             } else {

@@ -12,7 +12,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod protocol;
 pub mod rate_limit;
-pub mod relay;
+pub mod redis;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,9 +1,11 @@
 //! The wire format: JSON text frames, client → server and server → client.
 //!
-//! Clients send `{"type":"notification","message":"Hello!"}` (or
-//! `"type":"message"`). The server sends the events of [`ServerEvent`], each
-//! with `type` and `ts` (Unix milliseconds). An event is serialized once into a
-//! [`Frame`], and that frame is cloned (a reference count) for every receiver.
+//! Clients send chat as `{"type":"message","room":"ops","message":"Hello!"}`
+//! (`"type":"notification"` means the same, and without `room` it goes to
+//! [`RoomName::general`], as v1 clients expect), and `join` / `leave` a room.
+//! The server sends the events of [`ServerEvent`], each with `type` and `ts`
+//! (Unix milliseconds). An event is serialized once into a [`Frame`], and that
+//! frame is cloned (a reference count) for every receiver.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -108,11 +110,77 @@ impl DisplayName {
     }
 }
 
+/// A room name that passed [`RoomName::parse`]: 1 to [`RoomName::MAX_LEN`]
+/// characters of `a-z 0-9 - _ . :`. Rooms exist while they have members.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RoomName(String);
+
+/// Why a room name was refused; the text states the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("room name is empty; {RULE}")]
+    Empty,
+    #[error("room name is {0} characters; {RULE}")]
+    TooLong(usize),
+    #[error("room name {0:?} has a character outside the rule; {RULE}")]
+    BadCharacter(String),
+    #[error("\"room\" must be a string; {RULE}")]
+    NotText,
+}
+
+/// The room-name rule as clients read it in refusals.
+const RULE: &str = "a room name is 1 to 64 characters of a-z 0-9 - _ . : (lowercase, no spaces)";
+
+impl RoomName {
+    /// The longest room name, in characters (all of them ASCII).
+    pub const MAX_LEN: usize = 64;
+
+    /// # Errors
+    /// [`RoomError`] says what is wrong with `raw`; nothing is trimmed or
+    /// lowercased, so a client learns the rule instead of a silent rename.
+    pub fn parse(raw: &str) -> Result<Self, RoomError> {
+        if raw.is_empty() {
+            return Err(RoomError::Empty);
+        }
+        let allowed = |b: u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':');
+        if !raw.bytes().all(allowed) {
+            let shown: String = raw.chars().take(Self::MAX_LEN).collect();
+            return Err(RoomError::BadCharacter(shown));
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(RoomError::TooLong(raw.len()));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    /// `general`: where every client that names no room is.
+    pub fn general() -> Self {
+        Self("general".to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A client frame that passed [`parse_frame`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
-    /// A chat message for everyone.
-    Chat { text: String },
+    /// A chat message for a room; `None` is the default room.
+    Chat {
+        room: Option<RoomName>,
+        text: String,
+    },
+    /// Join a room (again, if already a member: answered with `joined`).
+    Join { room: RoomName },
+    /// Leave a room.
+    Leave { room: RoomName },
 }
 
 /// Why a client frame was refused; the text goes back in an `error` event.
@@ -136,6 +204,35 @@ pub enum FrameError {
     Binary,
     #[error("too many messages; slow down")]
     RateLimited,
+    #[error("{0}")]
+    BadRoom(#[from] RoomError),
+    #[error("\"{0}\" needs a \"room\"")]
+    MissingRoom(&'static str),
+    #[error("you are not a member of room \"{0}\"; join it first")]
+    NotAMember(RoomName),
+    #[error("a connection may be in at most {0} rooms; leave one first")]
+    TooManyRooms(usize),
+}
+
+impl FrameError {
+    /// The `code` of the `error` event: what a program branches on, while
+    /// `message` is for people.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FrameError::NotJson
+            | FrameError::NotAnObject
+            | FrameError::MissingType
+            | FrameError::UnknownType(_)
+            | FrameError::MessageNotText => "bad_frame",
+            FrameError::EmptyMessage => "empty",
+            FrameError::MessageTooLong { .. } => "too_long",
+            FrameError::Binary => "binary",
+            FrameError::RateLimited => "rate_limited",
+            FrameError::BadRoom(_) | FrameError::MissingRoom(_) => "bad_room",
+            FrameError::NotAMember(_) => "not_a_member",
+            FrameError::TooManyRooms(_) => "too_many_rooms",
+        }
+    }
 }
 
 /// Parses one client text frame.
@@ -152,10 +249,40 @@ pub fn parse_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, 
         Some(serde_json::Value::String(kind)) => kind.as_str(),
         Some(other) => return Err(FrameError::UnknownType(other.to_string())),
     };
-    if kind != "notification" && kind != "message" {
-        return Err(FrameError::UnknownType(kind.to_string()));
+    match kind {
+        "notification" | "message" => {
+            let room = room_field(&fields)?;
+            let text = chat_text(fields.remove("message"), max_message_bytes)?;
+            Ok(ClientFrame::Chat { room, text })
+        }
+        "join" => Ok(ClientFrame::Join {
+            room: room_field(&fields)?.ok_or(FrameError::MissingRoom("join"))?,
+        }),
+        "leave" => Ok(ClientFrame::Leave {
+            room: room_field(&fields)?.ok_or(FrameError::MissingRoom("leave"))?,
+        }),
+        other => Err(FrameError::UnknownType(other.to_string())),
     }
-    let text = match fields.remove("message") {
+}
+
+/// The optional `room` field: absent or null is `None`.
+fn room_field(
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<RoomName>, FrameError> {
+    match fields.get("room") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(room)) => Ok(Some(RoomName::parse(room)?)),
+        Some(_) => Err(RoomError::NotText.into()),
+    }
+}
+
+/// Checks a chat text: a non-blank string of at most `max_bytes` bytes.
+///
+/// # Errors
+/// [`FrameError::EmptyMessage`], [`FrameError::MessageNotText`] or
+/// [`FrameError::MessageTooLong`].
+pub fn chat_text(value: Option<serde_json::Value>, max_bytes: usize) -> Result<String, FrameError> {
+    let text = match value {
         Some(serde_json::Value::String(text)) => text,
         None | Some(serde_json::Value::Null) => return Err(FrameError::EmptyMessage),
         Some(_) => return Err(FrameError::MessageNotText),
@@ -163,13 +290,13 @@ pub fn parse_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, 
     if text.trim().is_empty() {
         return Err(FrameError::EmptyMessage);
     }
-    if text.len() > max_message_bytes {
+    if text.len() > max_bytes {
         return Err(FrameError::MessageTooLong {
             size: text.len(),
-            limit: max_message_bytes,
+            limit: max_bytes,
         });
     }
-    Ok(ClientFrame::Chat { text })
+    Ok(text)
 }
 
 /// Who sent a chat message.
@@ -189,16 +316,32 @@ pub enum ServerEvent<'a> {
         name: &'a str,
         online: usize,
         server: &'a str,
+        /// A `joined` object for each room the connection starts in.
+        rooms: Vec<ServerEvent<'a>>,
+        ts: u64,
+    },
+    Joined {
+        room: &'a str,
+        /// Members on every process, this one included.
+        members: usize,
+        ts: u64,
+    },
+    Left {
+        room: &'a str,
         ts: u64,
     },
     Echo {
         id: &'a str,
+        room: &'a str,
         message: &'a str,
         from: Sender<'a>,
         ts: u64,
     },
     Notification {
         id: &'a str,
+        /// Set for a notice to one room; everyone-notices have none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
         message: &'a str,
         ts: u64,
     },
@@ -209,6 +352,7 @@ pub enum ServerEvent<'a> {
         ts: u64,
     },
     Error {
+        code: &'static str,
         message: &'a str,
         ts: u64,
     },
@@ -246,7 +390,10 @@ mod tests {
             let frame = format!(r#"{{"type":"{kind}","message":"hi"}}"#);
             assert_eq!(
                 parse_frame(&frame, 100),
-                Ok(ClientFrame::Chat { text: "hi".into() })
+                Ok(ClientFrame::Chat {
+                    room: None,
+                    text: "hi".into()
+                })
             );
         }
     }
@@ -294,6 +441,83 @@ mod tests {
     }
 
     #[test]
+    fn room_frames_parse_with_their_room() {
+        let ops = RoomName::parse("ops").unwrap();
+        let cases = [
+            (
+                r#"{"type":"join","room":"ops"}"#,
+                ClientFrame::Join { room: ops.clone() },
+            ),
+            (
+                r#"{"type":"leave","room":"ops"}"#,
+                ClientFrame::Leave { room: ops.clone() },
+            ),
+            (
+                r#"{"type":"message","room":"ops","message":"hi"}"#,
+                ClientFrame::Chat {
+                    room: Some(ops.clone()),
+                    text: "hi".into(),
+                },
+            ),
+            (
+                r#"{"type":"message","room":null,"message":"hi"}"#,
+                ClientFrame::Chat {
+                    room: None,
+                    text: "hi".into(),
+                },
+            ),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(parse_frame(frame, 100), Ok(expected), "{frame}");
+        }
+    }
+
+    #[test]
+    fn bad_room_frames_are_refused_with_their_code() {
+        let cases = [
+            ("join without room", r#"{"type":"join"}"#, "bad_room"),
+            ("leave without room", r#"{"type":"leave"}"#, "bad_room"),
+            ("uppercase", r#"{"type":"join","room":"Ops"}"#, "bad_room"),
+            ("space", r#"{"type":"join","room":"a b"}"#, "bad_room"),
+            ("empty", r#"{"type":"join","room":""}"#, "bad_room"),
+            ("number", r#"{"type":"join","room":7}"#, "bad_room"),
+            (
+                "chat to a bad room",
+                r#"{"type":"message","room":"A","message":"x"}"#,
+                "bad_room",
+            ),
+            ("unknown type", r#"{"type":"dance"}"#, "bad_frame"),
+            ("blank chat", r#"{"type":"message","message":" "}"#, "empty"),
+            (
+                "long chat",
+                r#"{"type":"message","message":"abcdefghijk"}"#,
+                "too_long",
+            ),
+        ];
+        for (what, frame, code) in cases {
+            let error = parse_frame(frame, 10).expect_err(what);
+            assert_eq!(error.code(), code, "{what}: {error}");
+        }
+    }
+
+    #[test]
+    fn room_names_follow_the_rule() {
+        for good in ["general", "a", "ops-2", "team_x.y:z", &"r".repeat(64)] {
+            assert_eq!(RoomName::parse(good).unwrap().as_str(), good);
+        }
+        assert_eq!(RoomName::parse(""), Err(RoomError::Empty));
+        assert_eq!(
+            RoomName::parse(&"r".repeat(65)),
+            Err(RoomError::TooLong(65))
+        );
+        for bad in ["Ops", "a b", "é", "a/b", " ops"] {
+            let error = RoomName::parse(bad).unwrap_err();
+            assert!(matches!(error, RoomError::BadCharacter(_)), "{bad}");
+            assert!(error.to_string().contains("a-z 0-9 - _ . :"), "{error}");
+        }
+    }
+
+    #[test]
     fn display_names_are_checked() {
         assert_eq!(DisplayName::parse("  Ana ", 10).unwrap().as_str(), "Ana");
         assert_eq!(DisplayName::parse("José_1", 10).unwrap().as_str(), "José_1");
@@ -312,6 +536,7 @@ mod tests {
     fn events_carry_their_type_tag() {
         let frame = ServerEvent::Notification {
             id: "m1",
+            room: None,
             message: "hi",
             ts: 5,
         }

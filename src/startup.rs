@@ -14,14 +14,14 @@ use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 
-use crate::actors::chat_hub::ChatHub;
-use crate::actors::redis_bridge::{BridgeStatus, RedisBridge};
+use crate::actors::chat_hub::{BridgeLink, ChatHub};
 use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCoordinator};
 use crate::actors::ticker::Ticker;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::protocol::ServerId;
-use crate::relay;
+use crate::redis::bridge::{BridgeStatus, RedisBridge};
+use crate::redis::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
 /// Why the application could not start.
@@ -237,7 +237,11 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
         return (ChatHub::new(server_id.clone(), None).start(), None);
     };
     let bridge_ctx = Context::<RedisBridge>::new();
-    let hub = ChatHub::new(server_id.clone(), Some(bridge_ctx.address().recipient())).start();
+    let link = BridgeLink {
+        publish: bridge_ctx.address().recipient(),
+        rooms: bridge_ctx.address().recipient(),
+    };
+    let hub = ChatHub::new(server_id.clone(), Some(link)).start();
     let status = Arc::new(BridgeStatus::default());
     let bridge = RedisBridge::new(settings, server_id.clone(), hub.clone(), status.clone())
         .expect("Config::from_lookup checked that the Redis URL parses");

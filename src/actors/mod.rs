@@ -1,7 +1,6 @@
 //! The actors, one per file. See `chat_hub` for how they fit together.
 
 pub mod chat_hub;
-pub mod redis_bridge;
 pub mod shutdown_coordinator;
 pub mod ticker;
 pub mod ws_session;

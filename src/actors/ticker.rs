@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::chat_hub::{ChatHub, Notify, Scope};
+use crate::actors::chat_hub::{Audience, ChatHub, Notify, Scope};
 
 /// Stop the actor.
 #[derive(Message)]
@@ -39,6 +39,7 @@ impl Actor for Ticker {
         ctx.run_interval(self.every, |act, _| {
             act.ticks += 1;
             act.hub.do_send(Notify {
+                audience: Audience::Everyone,
                 message: format!("Periodic notification #{}", act.ticks),
                 scope: Scope::Local,
             });

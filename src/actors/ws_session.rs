@@ -1,9 +1,13 @@
 //! `WsSession`: one actor per WebSocket connection.
 //!
 //! It owns the client's side of things: the heartbeat clock, the rate-limit
-//! buckets, the display name and any fragmented message being put together.
-//! Frames from the client are checked here and only well-formed chat reaches
-//! the hub as [`Say`]; everything else gets an `error` event or a close code.
+//! buckets, the display name, the rooms it is in and any fragmented message
+//! being put together. Frames from the client are checked here: only
+//! well-formed chat to a room it is in reaches the hub as [`Say`], and joins
+//! and leaves within MAX_ROOMS_PER_CONNECTION as [`Join`] and [`Leave`] (the
+//! hub answers those with `joined` and `left`); everything else gets an
+//! `error` event with its code, or a close code. Keeping its own list of rooms
+//! lets it refuse at once, without asking the hub.
 //! From the hub it receives [`Deliver`]: frames encoded once for every
 //! receiver, which it queues as they are, or the order to close. Everything it
 //! writes goes to its [`Outbound`] queue, in order.
@@ -17,11 +21,11 @@ use actix_http::ws::Item;
 use actix_web::web::BytesMut;
 use actix_web_actors::ws::{self, CloseCode, ProtocolError};
 
-use crate::actors::chat_hub::{ChatHub, Deliver, Join, Leave, Say};
+use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say};
 use crate::config::Limits;
 use crate::frame_guard::FRAME_TOO_BIG;
 use crate::protocol::{
-    now_ms, parse_frame, ClientFrame, DisplayName, FrameError, ServerEvent, SessionId,
+    now_ms, parse_frame, ClientFrame, DisplayName, FrameError, RoomName, ServerEvent, SessionId,
 };
 use crate::rate_limit::TokenBucket;
 use crate::state::ConnectionPermit;
@@ -38,6 +42,9 @@ struct Fragments {
 pub struct WsSession {
     id: SessionId,
     name: DisplayName,
+    /// The rooms it is in, as the hub will have them once it has read this
+    /// session's messages so far.
+    rooms: Vec<RoomName>,
     hub: Addr<ChatHub>,
     limits: Arc<Limits>,
     last_seen: Instant,
@@ -52,9 +59,11 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// A session for a client that asked for `name`, or a guest name.
+    /// A session for a client that asked for `name` (or gets a guest name),
+    /// starting in `rooms` (checked, deduplicated, within the limit).
     pub fn new(
         name: Option<DisplayName>,
+        rooms: Vec<RoomName>,
         hub: Addr<ChatHub>,
         limits: Arc<Limits>,
         outbound: Rc<Outbound>,
@@ -64,6 +73,7 @@ impl WsSession {
         Self {
             id,
             name: name.unwrap_or_else(|| DisplayName::guest(id)),
+            rooms,
             rate: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
             patience: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
             hub,
@@ -80,6 +90,7 @@ impl WsSession {
     fn refuse(&self, error: &FrameError) {
         let message = error.to_string();
         let event = ServerEvent::Error {
+            code: error.code(),
             message: &message,
             ts: now_ms(),
         };
@@ -135,13 +146,45 @@ impl WsSession {
         if !self.admit(ctx) {
             return;
         }
-        match parse_frame(text, self.limits.max_message_bytes) {
-            Ok(ClientFrame::Chat { text }) => self.hub.do_send(Say {
-                from: self.id,
-                text,
-            }),
-            Err(error) => self.refuse(&error),
+        let frame = parse_frame(text, self.limits.max_message_bytes);
+        if let Err(error) = frame.and_then(|frame| self.on_client_frame(frame)) {
+            self.refuse(&error);
         }
+    }
+
+    /// Acts on a well-formed client frame, or says why it cannot.
+    fn on_client_frame(&mut self, frame: ClientFrame) -> Result<(), FrameError> {
+        match frame {
+            ClientFrame::Chat { room, text } => {
+                let room = room.unwrap_or_else(RoomName::general);
+                if !self.rooms.contains(&room) {
+                    return Err(FrameError::NotAMember(room));
+                }
+                self.hub.do_send(Say {
+                    from: self.id,
+                    room,
+                    text,
+                });
+            }
+            ClientFrame::Join { room } => {
+                if !self.rooms.contains(&room) {
+                    let max = self.limits.max_rooms_per_connection;
+                    if self.rooms.len() >= max {
+                        return Err(FrameError::TooManyRooms(max));
+                    }
+                    self.rooms.push(room.clone());
+                }
+                // Asked again when already in: `joined` says how many are there.
+                self.hub.do_send(Join { id: self.id, room });
+            }
+            ClientFrame::Leave { room } => {
+                let at = self.rooms.iter().position(|r| *r == room);
+                let at = at.ok_or_else(|| FrameError::NotAMember(room.clone()))?;
+                self.rooms.swap_remove(at);
+                self.hub.do_send(Leave { id: self.id, room });
+            }
+        }
+        Ok(())
     }
 
     /// Binary messages are refused, and count against the rate like text.
@@ -215,10 +258,11 @@ impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.hub.do_send(Join {
+        self.hub.do_send(Connect {
             id: self.id,
             name: self.name.clone(),
             session: ctx.address().recipient(),
+            rooms: self.rooms.clone(),
         });
         ctx.run_interval(self.limits.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)
@@ -226,7 +270,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.hub.do_send(Leave { id: self.id });
+        self.hub.do_send(Disconnect { id: self.id });
     }
 }
 
@@ -241,6 +285,13 @@ impl Handler<Deliver> for WsSession {
             Deliver::Frames(frames) => {
                 if !self.close_if_backlogged(ctx) {
                     self.outbound.push(frames);
+                }
+            }
+            Deliver::FrameLists(lists) => {
+                if !self.close_if_backlogged(ctx) {
+                    for frames in lists {
+                        self.outbound.push(frames);
+                    }
                 }
             }
             Deliver::Close(code, reason) => self.close(ctx, code, reason),

@@ -3,6 +3,7 @@
 mod error;
 mod notify;
 mod page;
+mod rooms;
 mod status;
 mod upgrade;
 mod ws;
@@ -20,9 +21,9 @@ pub use page::render as render_page;
 pub use upgrade::upgrade;
 
 use crate::actors::chat_hub::ChatHub;
-use crate::actors::redis_bridge::BridgeStatus;
 use crate::config::{Config, Limits};
 use crate::protocol::ServerId;
+use crate::redis::bridge::BridgeStatus;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
 /// Sent with every HTTP answer: no MIME sniffing, no referrer.
@@ -73,6 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
             .route(web::post().to(notify::notify))
             .default_service(web::to(error::method_not_allowed)),
     )
+    .route("/rooms", web::get().to(rooms::list))
     .route("/status", web::get().to(status::status))
     .route("/healthz", web::get().to(status::healthz))
     .route("/readyz", web::get().to(status::readyz))

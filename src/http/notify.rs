@@ -1,8 +1,14 @@
-//! `POST /notify`: a notification for every connected client.
+//! `POST /notify`: a notification for every connected client, or for the
+//! members of one room on every process.
 //!
-//! The message comes from the query (`?message=…`) or a JSON body
-//! (`{"message":…}`); the query wins when both are given. When NOTIFY_TOKEN is
-//! set the request needs `Authorization: Bearer <token>`.
+//! The message and the optional room come from the query (`?message=…&room=…`)
+//! or a JSON body (`{"message":…,"room":…}`); for each, the query wins when
+//! both are given. The text is checked by the same rules as chat
+//! ([`protocol::chat_text`]). A room with no members anywhere is no error: the
+//! answer says 0 clients. When NOTIFY_TOKEN is set the request needs
+//! `Authorization: Bearer <token>`.
+
+use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,15 +16,18 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::actors::chat_hub::{Notify, Scope};
+use crate::actors::chat_hub::{Audience, Notify, Scope};
 use crate::http::{ApiError, AppState};
+use crate::protocol::{self, FrameError, RoomName};
 
 /// The largest body `/notify` reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-#[derive(Deserialize)]
-struct MessageParam {
-    message: Option<String>,
+/// The fields `/notify` reads, from the query or the body.
+#[derive(Deserialize, Default)]
+struct NotifyParams {
+    message: Option<serde_json::Value>,
+    room: Option<serde_json::Value>,
 }
 
 pub async fn notify(
@@ -33,18 +42,27 @@ pub async fn notify(
         return Err(ApiError::Draining);
     }
     let body = read_body(payload).await?;
-    let message = message_from(&req, &body)?;
-    let limit = state.config.limits.max_message_bytes;
-    if message.len() > limit {
-        return Err(ApiError::TooLarge(format!(
-            "message is {} bytes; the limit is {limit}",
-            message.len()
-        )));
-    }
+    let params = params_from(&req, &body)?;
+    let message = protocol::chat_text(params.message, state.config.limits.max_message_bytes)
+        .map_err(|err| match err {
+            FrameError::MessageTooLong { .. } => ApiError::TooLarge(err.to_string()),
+            FrameError::EmptyMessage => ApiError::BadRequest(
+                "message is missing or empty: use ?message=… or a JSON body {\"message\":…}".into(),
+            ),
+            other => ApiError::BadRequest(other.to_string()),
+        })?;
+    let audience = match params.room {
+        None | Some(serde_json::Value::Null) => Audience::Everyone,
+        Some(serde_json::Value::String(room)) => Audience::Room(
+            RoomName::parse(&room).map_err(|err| ApiError::BadRequest(err.to_string()))?,
+        ),
+        Some(_) => return Err(ApiError::BadRequest("\"room\" must be a string".into())),
+    };
     let sent = state
         .hub
         .send(Notify {
             message,
+            audience,
             scope: Scope::Everywhere,
         })
         .await
@@ -73,25 +91,35 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
     Ok(body)
 }
 
-fn message_from(req: &HttpRequest, body: &[u8]) -> Result<String, ApiError> {
-    let query = web::Query::<MessageParam>::from_query(req.query_string())
-        .map_err(|_| ApiError::BadRequest("query string is malformed".into()))?;
-    let message = match query.into_inner().message {
-        Some(message) => message,
-        None if body.iter().all(u8::is_ascii_whitespace) => String::new(),
-        None => serde_json::from_slice::<MessageParam>(body)
-            .map_err(|_| {
-                ApiError::BadRequest(r#"body must be JSON such as {"message":"Hello"}"#.into())
-            })?
-            .message
-            .unwrap_or_default(),
+/// The query's fields, each falling back to the JSON body's.
+fn params_from(req: &HttpRequest, body: &[u8]) -> Result<NotifyParams, ApiError> {
+    let query: NotifyParams = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|_| ApiError::BadRequest("query string is malformed".into()))
+        .map(|q| {
+            let mut q = q.into_inner();
+            NotifyParams {
+                message: q.remove("message").map(serde_json::Value::String),
+                room: q.remove("room").map(serde_json::Value::String),
+            }
+        })?;
+    let body: NotifyParams = if body.iter().all(u8::is_ascii_whitespace) {
+        NotifyParams::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(body) => body,
+            // The query's message is enough; a body beside it is not read.
+            Err(_) if query.message.is_some() => NotifyParams::default(),
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    r#"body must be JSON such as {"message":"Hello"}"#.into(),
+                ))
+            }
+        }
     };
-    if message.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "message is missing or empty: use ?message=… or a JSON body {\"message\":…}".into(),
-        ));
-    }
-    Ok(message)
+    Ok(NotifyParams {
+        message: query.message.or(body.message),
+        room: query.room.or(body.room),
+    })
 }
 
 fn authorize(req: &HttpRequest, token: &str) -> Result<(), ApiError> {

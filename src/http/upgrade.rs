@@ -96,6 +96,7 @@ async fn accept(
     let Admission {
         mut response,
         name,
+        rooms,
         permit,
     } = admission;
     let switching = response.finish().drop_body();
@@ -116,6 +117,7 @@ async fn accept(
     let outbound = Rc::new(Outbound::default());
     let session = WsSession::new(
         name,
+        rooms,
         state.hub.clone(),
         limits.clone(),
         outbound.clone(),

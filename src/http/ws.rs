@@ -2,7 +2,8 @@
 //!
 //! Refusals happen before the handshake, as plain HTTP answers: 503 while
 //! draining or at MAX_CONNECTIONS, 403 for a foreign origin, 400 for a bad
-//! `?name=` or a malformed handshake (with `Sec-WebSocket-Version: 13` when
+//! `?name=`, a bad `?room=` or more than MAX_ROOMS_PER_CONNECTION of them, or
+//! a malformed handshake (with `Sec-WebSocket-Version: 13` when
 //! the version is what is wrong). actix-http hands every request that asks
 //! for `Upgrade: websocket` to `http::upgrade`, which runs these checks; the
 //! route here answers the `GET /ws` requests that do not ask for it.
@@ -11,16 +12,55 @@ use actix_http::ws;
 use actix_http::{RequestHead, ResponseBuilder};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use serde::Deserialize;
 
-use crate::config::AllowedOrigins;
+use crate::config::{AllowedOrigins, Limits};
 use crate::http::{ApiError, AppState};
-use crate::protocol::DisplayName;
+use crate::protocol::{DisplayName, RoomName};
 use crate::state::ConnectionPermit;
 
-#[derive(Deserialize)]
+/// What a client asks for in the `/ws` query, checked.
+#[derive(Debug, PartialEq)]
 struct WsQuery {
-    name: Option<String>,
+    name: Option<DisplayName>,
+    /// The starting rooms, in the order given, without repeats; `general`
+    /// when none is named.
+    rooms: Vec<RoomName>,
+}
+
+impl WsQuery {
+    /// Reads `name` and every `room`; other keys are left for other uses.
+    fn parse(query: &str, limits: &Limits) -> Result<Self, ApiError> {
+        let mut name = None;
+        let mut rooms: Vec<RoomName> = Vec::new();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "name" if !value.trim().is_empty() => {
+                    let parsed = DisplayName::parse(&value, limits.max_name_chars)
+                        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
+                    name = Some(parsed);
+                }
+                "room" => {
+                    let room = RoomName::parse(&value)
+                        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
+                    if !rooms.contains(&room) {
+                        rooms.push(room);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let max = limits.max_rooms_per_connection;
+        if rooms.len() > max {
+            return Err(ApiError::BadRequest(format!(
+                "a connection may be in at most {max} rooms; {} were asked for",
+                rooms.len()
+            )));
+        }
+        if rooms.is_empty() {
+            rooms.push(RoomName::general());
+        }
+        Ok(Self { name, rooms })
+    }
 }
 
 /// An upgrade that passed every check: the 101 answer to send, and what the
@@ -28,6 +68,7 @@ struct WsQuery {
 pub struct Admission {
     pub response: ResponseBuilder,
     pub name: Option<DisplayName>,
+    pub rooms: Vec<RoomName>,
     pub permit: ConnectionPermit,
 }
 
@@ -43,15 +84,8 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
     if !origin_allowed(head, &state.config.allowed_origins) {
         return Err(ApiError::OriginNotAllowed);
     }
-    let query = web::Query::<WsQuery>::from_query(head.uri.query().unwrap_or_default())
-        .map_err(|_| ApiError::BadRequest("query string is malformed".into()))?;
-    let name = match query.into_inner().name.filter(|n| !n.trim().is_empty()) {
-        Some(raw) => Some(
-            DisplayName::parse(&raw, state.limits.max_name_chars)
-                .map_err(|err| ApiError::BadRequest(err.to_string()))?,
-        ),
-        None => None,
-    };
+    let WsQuery { name, rooms } =
+        WsQuery::parse(head.uri.query().unwrap_or_default(), &state.limits)?;
     let response = handshake(head)?;
     let permit = state
         .connections
@@ -60,6 +94,7 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
     Ok(Admission {
         response,
         name,
+        rooms,
         permit,
     })
 }
@@ -130,6 +165,30 @@ fn origin_allowed(head: &RequestHead, allowed: &AllowedOrigins) -> bool {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn the_query_names_the_starting_rooms() {
+        let limits = crate::Config::default_for_tests().limits;
+        let rooms = |query: &str| {
+            WsQuery::parse(query, &limits).map(|q| {
+                q.rooms
+                    .iter()
+                    .map(|r| r.as_str().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(rooms("").unwrap(), ["general"]);
+        assert_eq!(rooms("name=ana").unwrap(), ["general"]);
+        assert_eq!(rooms("room=ops&room=dev&room=ops").unwrap(), ["ops", "dev"]);
+        assert_eq!(rooms("room=a%3Ab&token=x").unwrap(), ["a:b"]);
+        assert!(rooms("room=Ops").is_err());
+        assert!(rooms("room=").is_err());
+        let fifty_one: Vec<String> = (0..51).map(|n| format!("room=r{n}")).collect();
+        assert!(rooms(&fifty_one.join("&")).is_err());
+        assert_eq!(rooms(&fifty_one[..50].join("&")).unwrap().len(), 50);
+        let named = WsQuery::parse("name=Ana+B", &limits).unwrap();
+        assert_eq!(named.name.unwrap().as_str(), "Ana B");
+    }
 
     #[test]
     fn origins_are_checked_against_the_policy() {

@@ -111,6 +111,14 @@ async fn bad_chat_frames_get_an_exact_error_event_and_the_connection_stays_open(
             "{what}: {event}"
         );
         assert!(event["ts"].as_u64().is_some(), "{what}: {event}");
+        // v2 adds a code for programs; v1 clients ignore it.
+        let code = match expected {
+            "message is empty" => "empty",
+            "message is 4097 bytes; the limit is 4096" => "too_long",
+            "binary frames are not supported; send JSON text" => "binary",
+            _ => "bad_frame",
+        };
+        assert_eq!(event["code"], code, "{what}: {event}");
         client.say("still here").await;
         assert_eq!(client.next_event().await["message"], "still here", "{what}");
         a_fresh_client_round_trips(&app, what).await;
@@ -246,7 +254,7 @@ async fn fragmented_messages_within_the_cap_are_put_back_together() {
     let refusal = client.next_event().await;
     assert_eq!(
         refusal,
-        json!({"type": "error", "message": "binary frames are not supported; send JSON text", "ts": refusal["ts"]})
+        json!({"type": "error", "code": "binary", "message": "binary frames are not supported; send JSON text", "ts": refusal["ts"]})
     );
     client.send_frame(true, CLOSE, &1000u16.to_be_bytes()).await;
     assert_eq!(client.ending().await, Ending::Closed(1000));

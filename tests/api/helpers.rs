@@ -85,18 +85,41 @@ impl TestApp {
         connect_ws(&self.ws_url(&format!("?name={name}"))).await
     }
 
+    /// Connects as `name` starting in `rooms` (`?room=` each).
+    pub async fn connect_ws_in(&self, name: &str, rooms: &[&str]) -> (WsClient, Value) {
+        connect_ws(&self.ws_url(&rooms_query(name, rooms))).await
+    }
+
     /// `POST /notify?message=…`: the status and the JSON body.
     pub async fn post_notify(&self, message: &str) -> (u16, Value) {
+        self.post_notify_with(&[("message", message)]).await
+    }
+
+    /// `POST /notify?message=…&room=…`, a notice for one room.
+    pub async fn post_notify_to(&self, room: &str, message: &str) -> (u16, Value) {
+        self.post_notify_with(&[("message", message), ("room", room)])
+            .await
+    }
+
+    /// `POST /notify` with these query parameters.
+    pub async fn post_notify_with(&self, query: &[(&str, &str)]) -> (u16, Value) {
         let mut response = self
             .http
             .post(self.url("/notify"))
-            .query(&[("message", message)])
+            .query(&query)
             .unwrap()
             .send()
             .await
             .expect("POST /notify answers");
         let body = response.json::<Value>().await.expect("a JSON body");
         (response.status().as_u16(), body)
+    }
+
+    /// `GET /rooms`, as a map of room → members.
+    pub async fn rooms(&self) -> std::collections::BTreeMap<String, u64> {
+        let (status, body) = self.get_json("/rooms").await;
+        assert_eq!(status, 200, "{body}");
+        room_counts(&body)
     }
 
     /// `GET path`: the whole response, for headers and bodies that are not JSON.
@@ -166,6 +189,29 @@ impl WsClient {
     pub async fn say(&mut self, text: &str) {
         let frame = serde_json::json!({ "type": "notification", "message": text });
         self.send_text(&frame.to_string()).await;
+    }
+
+    /// Sends a chat message to `room`.
+    pub async fn say_in(&mut self, room: &str, text: &str) {
+        let frame = serde_json::json!({ "type": "message", "room": room, "message": text });
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// Joins `room` and returns the `joined` answer.
+    pub async fn join(&mut self, room: &str) -> Value {
+        let frame = serde_json::json!({ "type": "join", "room": room });
+        self.send_text(&frame.to_string()).await;
+        let joined = self.next_event_of("joined").await;
+        assert_eq!(joined["room"], room, "{joined}");
+        joined
+    }
+
+    /// Leaves `room` and waits for the `left` answer.
+    pub async fn leave_room(&mut self, room: &str) {
+        let frame = serde_json::json!({ "type": "leave", "room": room });
+        self.send_text(&frame.to_string()).await;
+        let left = self.next_event_of("left").await;
+        assert_eq!(left["room"], room, "{left}");
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -261,6 +307,27 @@ impl ServerProcess {
         )
         .await
     }
+}
+
+/// `?name=…&room=…&room=…`
+pub fn rooms_query(name: &str, rooms: &[&str]) -> String {
+    let rooms: String = rooms.iter().map(|r| format!("&room={r}")).collect();
+    format!("?name={name}{rooms}")
+}
+
+/// A `/rooms` body as a map of room → members.
+pub fn room_counts(body: &Value) -> std::collections::BTreeMap<String, u64> {
+    body["rooms"]
+        .as_array()
+        .expect("a rooms list")
+        .iter()
+        .map(|r| {
+            (
+                r["room"].as_str().unwrap().to_string(),
+                r["members"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 async fn connect_ws(url: &str) -> (WsClient, Value) {

@@ -11,6 +11,7 @@ mod notify;
 mod raw_ws;
 mod redis;
 mod redis_helpers;
+mod rooms;
 mod security;
 #[path = "../common/server_process.rs"]
 mod server_process;

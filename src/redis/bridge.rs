@@ -1,14 +1,26 @@
 //! `RedisBridge`: relays events between the chatd processes that share a Redis.
 //!
 //! It exists only when Redis is configured (`REDIS_URL` or `REDIS_HOST`). It
-//! owns a pub/sub subscription on `REDIS_CHANNEL` and a multiplexed publishing
-//! connection, the reconnect backoff, a bounded [`Outbox`] for outages, and
-//! this process's presence record. The hub sends it [`Publish`]; it sends the
-//! hub [`Remote`] (events from other processes) and [`PeerCount`] (their
-//! clients). The shutdown coordinator sends [`Stop`] at the very end of a
-//! drain, so the bridge keeps relaying while clients leave.
+//! owns a pub/sub connection following the chat's [`Channels`] (the
+//! everyone channel, and one channel per room with local members), a
+//! multiplexed publishing connection, the reconnect backoff, a bounded
+//! [`Outbox`] for outages, and this process's presence record. The hub sends
+//! it [`Publish`] and [`RoomChange`]; it sends the hub [`Remote`] (events from
+//! other processes) and [`PeerCount`] (their clients, in all and per room).
+//! The shutdown coordinator sends [`Stop`] at the very end of a drain, so the
+//! bridge keeps relaying while clients leave.
 //!
 //! Why it looks the way it does:
+//! - A room's channel is followed only while the room has local members: the
+//!   hub says when a room opens or closes here, and the bridge brings the
+//!   subscriptions in line with one SUBSCRIBE or UNSUBSCRIBE at a time, so
+//!   join/leave churn coalesces instead of queueing commands. A room joined
+//!   here for the first time misses what others publish in it until Redis
+//!   confirms the SUBSCRIBE (one round trip).
+//! - A subscription can go half-open (the socket stays up, nothing arrives),
+//!   and a process that only receives would never notice from its writes. So
+//!   the subscribing connection is pinged every [`SUBSCRIPTION_PING`], and a
+//!   ping without its answer within [`REDIS_TIMEOUT`] drops the link.
 //! - Local clients never wait for Redis: the hub delivers to them first and
 //!   then hands the bridge the same serialized frame. So the bridge drops
 //!   messages of its own origin, or they would arrive twice.
@@ -25,10 +37,10 @@
 //!   processes as it knew before the outage are subscribed again (they are
 //!   reconnecting with the same backoff), for at most [`SETTLE_LIMIT`], so
 //!   what was said during the outage reaches them.
-//! - Presence: every [`PRESENCE_INTERVAL`] the bridge stores the hub's local
-//!   count under `<channel>:presence:<server id>` with a [`PRESENCE_TTL`]
-//!   expiry and sums the other live records into [`PeerCount`]. A process that
-//!   dies without cleaning up drops out of the count when its record expires.
+//! - Presence: every [`PRESENCE_INTERVAL`] the bridge stores the hub's
+//!   [`Census`] (see [`presence`](super::presence)) and sums the other live
+//!   records into [`PeerCount`]. A process that dies without cleaning up drops
+//!   out of the count when its record expires.
 //! - Nothing here blocks: every Redis call is a future spawned on the actor's
 //!   context, and results from a connection that has since been replaced are
 //!   recognised by a generation number and ignored.
@@ -36,25 +48,26 @@
 //! `/status` reads a [`BridgeStatus`] snapshot of atomics that only the
 //! bridge writes, so no lock is shared between actors.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 
-use crate::actors::chat_hub::{ChatHub, Count, PeerCount, Publish, Remote};
+use super::presence::{self, PresenceKeys, PRESENCE_INTERVAL};
+use super::relay::{backoff, redacted, Envelope, Outbox, Seen};
+use super::Channels;
+use crate::actors::chat_hub::{Census, ChatHub, PeerCount, Publish, Remote, RoomChange};
 use crate::actors::ticker::Stop;
 use crate::config::RedisSettings;
-use crate::protocol::{Frame, ServerId};
-use crate::relay::{backoff, redacted, Envelope, Outbox, Seen};
+use crate::protocol::{Frame, RoomName, ServerId};
 
 /// Most PUBLISH commands sent in one pipeline (one round trip).
 pub const BATCH: usize = 256;
-/// How often the presence record is refreshed and the peers are counted.
-pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a presence record outlives its last refresh.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
+/// How often the subscribing connection is pinged.
+pub const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
 /// The longest a reconnected bridge holds its outbox for peers to resubscribe:
 /// a little more than their longest backoff.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(6);
@@ -80,6 +93,10 @@ pub struct BridgeStatus {
     outbox: AtomicUsize,
     dropped: AtomicU64,
     peer_clients: AtomicUsize,
+    /// Room channels followed.
+    room_channels: AtomicUsize,
+    /// Messages that arrived on the subscription, this process's own included.
+    received: AtomicU64,
 }
 
 impl BridgeStatus {
@@ -99,15 +116,23 @@ impl BridgeStatus {
             "outbox": self.outbox.load(Ordering::Relaxed),
             "dropped": self.dropped.load(Ordering::Relaxed),
             "peer_clients": self.peer_clients.load(Ordering::Relaxed),
+            "room_channels": self.room_channels.load(Ordering::Relaxed),
+            "received": self.received.load(Ordering::Relaxed),
         })
     }
 }
 
-/// A working link: the publishing connection and, right after a reconnect,
-/// how long to hold the outbox for peers.
+/// A working link: the publishing connection, the subscribing one and the
+/// rooms it follows, and, right after a reconnect, how long to hold the
+/// outbox for peers.
 struct Link {
     publisher: MultiplexedConnection,
+    subscriber: PubSubSink,
     subscription: SpawnHandle,
+    /// Rooms whose channel Redis confirmed we follow.
+    following: HashSet<RoomName>,
+    /// A SUBSCRIBE or UNSUBSCRIBE is in flight.
+    changing: bool,
     settling: Option<Settle>,
 }
 
@@ -122,9 +147,10 @@ pub struct RedisBridge {
     server: ServerId,
     client: redis::Client,
     url: String,
-    channel: String,
-    presence_key: String,
-    presence_index: String,
+    channels: Channels,
+    presence: PresenceKeys,
+    /// Rooms with local members: the room channels to follow.
+    rooms: HashSet<RoomName>,
     outbox: Outbox,
     status: Arc<BridgeStatus>,
     link: Option<Link>,
@@ -151,14 +177,13 @@ impl RedisBridge {
         status: Arc<BridgeStatus>,
     ) -> redis::RedisResult<Self> {
         let client = redis::Client::open(settings.url.as_str())?;
-        let presence = format!("{}:presence", settings.channel);
         Ok(Self {
             hub,
             client,
             url: redacted(&settings.url),
-            channel: settings.channel.clone(),
-            presence_key: format!("{presence}:{server}"),
-            presence_index: presence,
+            channels: Channels::new(&settings.channel),
+            presence: PresenceKeys::new(&settings.channel, &server),
+            rooms: HashSet::new(),
             server,
             outbox: Outbox::new(settings.outbox_capacity),
             status,
@@ -176,7 +201,9 @@ impl RedisBridge {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.status.set_state(LinkState::Connecting);
         let client = self.client.clone();
-        let channel = self.channel.clone();
+        let rooms: Vec<RoomName> = self.rooms.iter().cloned().collect();
+        let mut channels: Vec<String> = rooms.iter().map(|r| self.channels.room(r)).collect();
+        channels.push(self.channels.everyone().to_string());
         let attempt = async move {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -186,21 +213,23 @@ impl RedisBridge {
                 .await
                 .map_err(|e| e.to_string())?;
             let subscribe = async {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub.into_on_message())
+                let (mut sink, stream) = client.get_async_pubsub().await?.split();
+                sink.subscribe(&channels).await?;
+                Ok::<_, redis::RedisError>((sink, stream))
             };
-            let messages = tokio::time::timeout(REDIS_TIMEOUT, subscribe)
+            let (sink, stream) = tokio::time::timeout(REDIS_TIMEOUT, subscribe)
                 .await
                 .map_err(|_| "subscribing timed out".to_string())?
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>((publisher, messages))
+            Ok::<_, String>((publisher, sink, stream, rooms))
         };
         ctx.spawn(
             attempt
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
-                    Ok((publisher, messages)) => act.connected(publisher, messages, ctx),
+                    Ok((publisher, sink, stream, rooms)) => {
+                        act.connected(publisher, sink, stream, rooms, ctx)
+                    }
                     Err(err) => act.retry_later(&err, ctx),
                 }),
         );
@@ -231,13 +260,15 @@ impl RedisBridge {
     fn connected(
         &mut self,
         publisher: MultiplexedConnection,
-        messages: redis::aio::PubSubStream,
+        subscriber: PubSubSink,
+        messages: PubSubStream,
+        following: Vec<RoomName>,
         ctx: &mut Context<Self>,
     ) {
         let generation = self.generation;
         let subscription = ctx.spawn(
             actix::fut::wrap_stream(messages)
-                .map(|msg: redis::Msg, act: &mut Self, _| act.relay(msg.get_payload_bytes()))
+                .map(|msg: redis::Msg, act: &mut Self, _| act.relay(&msg))
                 .finish()
                 .map(move |(), act, ctx| act.link_lost(generation, "subscription ended", ctx)),
         );
@@ -248,22 +279,108 @@ impl RedisBridge {
             subscribers: self.peer_processes + 1,
         });
         log::info!(
-            "redis connected url={} channel={} server={} outbox={} waiting_for_peers={}",
+            "redis connected url={} channel={} server={} rooms={} outbox={} waiting_for_peers={}",
             self.url,
-            self.channel,
+            self.channels.everyone(),
             self.server,
+            following.len(),
             self.outbox.len(),
             settling.as_ref().map_or(0, |s| s.subscribers - 1),
         );
         self.attempts = 0;
+        self.status
+            .room_channels
+            .store(following.len(), Ordering::Relaxed);
         self.link = Some(Link {
             publisher,
+            subscriber,
             subscription,
+            following: following.into_iter().collect(),
+            changing: false,
             settling,
         });
         self.status.set_state(LinkState::Connected);
+        self.follow_rooms(ctx);
         self.count_presence(ctx);
         self.settle(ctx);
+    }
+
+    /// Brings the room subscriptions in line with the rooms that have local
+    /// members: one SUBSCRIBE and one UNSUBSCRIBE at most in flight, then
+    /// again until nothing differs.
+    fn follow_rooms(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = self.link.as_mut().filter(|l| !l.changing) else {
+            return;
+        };
+        let add: Vec<RoomName> = self.rooms.difference(&link.following).cloned().collect();
+        let drop: Vec<RoomName> = link.following.difference(&self.rooms).cloned().collect();
+        if add.is_empty() && drop.is_empty() {
+            return;
+        }
+        link.changing = true;
+        let mut subscriber = link.subscriber.clone();
+        let subscribe: Vec<String> = add.iter().map(|r| self.channels.room(r)).collect();
+        let unsubscribe: Vec<String> = drop.iter().map(|r| self.channels.room(r)).collect();
+        let generation = self.generation;
+        let change = async move {
+            if !subscribe.is_empty() {
+                subscriber.subscribe(&subscribe).await?;
+            }
+            if !unsubscribe.is_empty() {
+                subscriber.unsubscribe(&unsubscribe).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        let change = tokio::time::timeout(REDIS_TIMEOUT, change);
+        ctx.spawn(change.into_actor(self).map(move |result, act, ctx| {
+            if generation != act.generation {
+                return;
+            }
+            let Some(link) = act.link.as_mut() else {
+                return;
+            };
+            link.changing = false;
+            match result {
+                Ok(Ok(())) => {
+                    link.following.extend(add);
+                    for room in &drop {
+                        link.following.remove(room);
+                    }
+                    act.status
+                        .room_channels
+                        .store(link.following.len(), Ordering::Relaxed);
+                    act.follow_rooms(ctx);
+                }
+                Ok(Err(err)) => {
+                    act.link_lost(generation, &format!("subscribing failed: {err}"), ctx)
+                }
+                Err(_) => act.link_lost(generation, "subscribing timed out", ctx),
+            }
+        }));
+    }
+
+    /// Pings the subscribing connection, and drops the link when the answer
+    /// does not come in time: a half-open subscription is noticed even by a
+    /// process that never publishes.
+    fn ping_subscription(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let mut subscriber = link.subscriber.clone();
+        let generation = self.generation;
+        let ping = async move {
+            tokio::time::timeout(REDIS_TIMEOUT, subscriber.ping::<redis::Value>()).await
+        };
+        ctx.spawn(
+            ping.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        act.link_lost(generation, &format!("subscription ping failed: {err}"), ctx)
+                    }
+                    Err(_) => act.link_lost(generation, "subscription ping timed out", ctx),
+                }),
+        );
     }
 
     /// Drops the link `generation` (if it is still the current one) and
@@ -281,8 +398,9 @@ impl RedisBridge {
         self.counting_presence = false;
         self.status.set_state(LinkState::Connecting);
         self.status.peer_clients.store(0, Ordering::Relaxed);
+        self.status.room_channels.store(0, Ordering::Relaxed);
         // Other processes' clients are out of reach until Redis is back.
-        self.hub.do_send(PeerCount { clients: 0 });
+        self.hub.do_send(PeerCount::default());
         log::warn!(
             "redis connection lost url={} reason={why:?} outbox={}; chat stays local, reconnecting",
             self.url,
@@ -292,16 +410,19 @@ impl RedisBridge {
         ctx.run_later(backoff(1), |act, ctx| act.connect(ctx));
     }
 
-    /// Delivers one message from the channel to local clients, unless it is
+    /// Delivers one message from a channel to local clients, unless it is
     /// our own (already delivered) or a repeat.
-    fn relay(&mut self, payload: &[u8]) {
-        let envelope: Envelope<String> = match serde_json::from_slice(payload) {
+    fn relay(&mut self, msg: &redis::Msg) {
+        self.status.received.fetch_add(1, Ordering::Relaxed);
+        let channel = msg.get_channel_name();
+        let Some(audience) = self.channels.audience(channel) else {
+            log::debug!("ignoring a message on a foreign channel={channel:?}");
+            return;
+        };
+        let envelope: Envelope<String> = match serde_json::from_slice(msg.get_payload_bytes()) {
             Ok(envelope) => envelope,
             Err(err) => {
-                log::warn!(
-                    "ignoring a malformed message channel={} error={err}",
-                    self.channel
-                );
+                log::warn!("ignoring a malformed message channel={channel} error={err}");
                 return;
             }
         };
@@ -313,6 +434,7 @@ impl RedisBridge {
             return;
         }
         self.hub.do_send(Remote {
+            audience,
             frame: Frame::from(envelope.frame),
         });
     }
@@ -330,8 +452,8 @@ impl RedisBridge {
             return;
         };
         let mut pipe = redis::pipe();
-        for envelope in batch {
-            pipe.publish(&self.channel, envelope).ignore();
+        for (channel, envelope) in batch {
+            pipe.publish(channel, envelope).ignore();
         }
         let mut publisher = link.publisher.clone();
         let generation = self.generation;
@@ -374,7 +496,7 @@ impl RedisBridge {
         }
         let wanted = settle.subscribers;
         let mut publisher = link.publisher.clone();
-        let channel = self.channel.clone();
+        let channel = self.channels.everyone().to_string();
         let generation = self.generation;
         let count = async move {
             redis::cmd("PUBSUB")
@@ -407,7 +529,7 @@ impl RedisBridge {
     }
 
     /// Refreshes this process's presence record and tells the hub how many
-    /// clients the other live processes have.
+    /// clients the other live processes have, in all and per room.
     fn count_presence(&mut self, ctx: &mut Context<Self>) {
         if self.counting_presence {
             return;
@@ -418,58 +540,17 @@ impl RedisBridge {
         self.counting_presence = true;
         let mut conn = link.publisher.clone();
         let hub = self.hub.clone();
-        let (key, index, me) = (
-            self.presence_key.clone(),
-            self.presence_index.clone(),
-            self.server.to_string(),
-        );
+        let keys = self.presence.clone();
         let generation = self.generation;
         let count = async move {
             // A busy hub is no fault of the link: skip this round.
-            let local = match tokio::time::timeout(REDIS_TIMEOUT, hub.send(Count)).await {
-                Ok(Ok(local)) => local,
+            let census = match tokio::time::timeout(REDIS_TIMEOUT, hub.send(Census)).await {
+                Ok(Ok(census)) => census,
                 _ => return Err(PresenceError::Skipped("the hub did not answer in time")),
             };
-            let (members,): (Vec<String>,) = redis::pipe()
-                .set_ex(&key, local, PRESENCE_TTL.as_secs())
-                .ignore()
-                .sadd(&index, &me)
-                .ignore()
-                .smembers(&index)
-                .query_async(&mut conn)
+            presence::round(&mut conn, &keys, census)
                 .await
-                .map_err(PresenceError::Link)?;
-            let others: Vec<String> = members.into_iter().filter(|id| *id != me).collect();
-            if others.is_empty() {
-                return Ok((0, 0));
-            }
-            let keys: Vec<String> = others.iter().map(|id| format!("{index}:{id}")).collect();
-            let records: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .map_err(PresenceError::Link)?;
-            // A record that expired belongs to a process that is gone; one
-            // that is not a count was not written by a chatd and counts as gone.
-            let counts: Vec<Option<usize>> = records
-                .iter()
-                .map(|record| record.as_deref().and_then(|r| r.parse().ok()))
-                .collect();
-            let gone: Vec<&String> = others
-                .iter()
-                .zip(&counts)
-                .filter_map(|(id, count)| count.is_none().then_some(id))
-                .collect();
-            if !gone.is_empty() {
-                redis::cmd("SREM")
-                    .arg(&index)
-                    .arg(&gone)
-                    .exec_async(&mut conn)
-                    .await
-                    .map_err(PresenceError::Link)?;
-            }
-            let live = counts.iter().flatten();
-            Ok((live.clone().count(), live.sum::<usize>()))
+                .map_err(PresenceError::Link)
         };
         ctx.spawn(count.into_actor(self).map(move |result, act, ctx| {
             if generation != act.generation {
@@ -477,10 +558,12 @@ impl RedisBridge {
             }
             act.counting_presence = false;
             match result {
-                Ok((processes, clients)) => {
-                    act.peer_processes = processes;
-                    act.status.peer_clients.store(clients, Ordering::Relaxed);
-                    act.hub.do_send(PeerCount { clients });
+                Ok(peers) => {
+                    act.peer_processes = peers.processes;
+                    act.status
+                        .peer_clients
+                        .store(peers.counts.clients, Ordering::Relaxed);
+                    act.hub.do_send(peers.counts);
                 }
                 Err(PresenceError::Skipped(why)) => {
                     log::debug!("presence round skipped: {why}");
@@ -518,6 +601,19 @@ impl Actor for RedisBridge {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.connect(ctx);
         ctx.run_interval(PRESENCE_INTERVAL, |act, ctx| act.count_presence(ctx));
+        ctx.run_interval(SUBSCRIPTION_PING, |act, ctx| act.ping_subscription(ctx));
+    }
+}
+
+impl Handler<RoomChange> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: RoomChange, ctx: &mut Self::Context) {
+        match msg {
+            RoomChange::Opened(room) => self.rooms.insert(room),
+            RoomChange::Closed(room) => self.rooms.remove(&room),
+        };
+        self.follow_rooms(ctx);
     }
 }
 
@@ -525,7 +621,8 @@ impl Handler<Publish> for RedisBridge {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
-        if self.outbox.push(&self.server, &msg.frame) {
+        let channel = self.channels.of(&msg.audience);
+        if self.outbox.push(&self.server, channel, &msg.frame) {
             self.status.dropped.fetch_add(1, Ordering::Relaxed);
             // One log line per second of overflow, not one per event.
             if self.dropped_unlogged == 0 {
@@ -554,14 +651,11 @@ impl Handler<Stop> for RedisBridge {
         };
         let mut pipe = redis::pipe();
         if let Some((_, batch)) = self.outbox.batch(usize::MAX) {
-            for envelope in batch {
-                pipe.publish(&self.channel, envelope).ignore();
+            for (channel, envelope) in batch {
+                pipe.publish(channel, envelope).ignore();
             }
         }
-        pipe.del(&self.presence_key)
-            .ignore()
-            .srem(&self.presence_index, self.server.as_str())
-            .ignore();
+        self.presence.remove(&mut pipe);
         let mut publisher = link.publisher.clone();
         let last = async move {
             tokio::time::timeout(EXIT_TIMEOUT, pipe.exec_async(&mut publisher)).await

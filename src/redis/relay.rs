@@ -27,10 +27,21 @@ pub struct Envelope<S> {
     pub frame: S,
 }
 
-/// Events waiting to be published, oldest first, each with its sequence number.
+/// One event waiting to be published: its sequence number, its channel and
+/// its envelope.
+#[derive(Debug)]
+struct Queued {
+    seq: u64,
+    channel: String,
+    envelope: String,
+}
+
+/// Events waiting to be published, oldest first, each with its sequence
+/// number and channel. One sequence runs across every channel, so a receiver
+/// that follows only some channels sees gaps, never a step back.
 #[derive(Debug)]
 pub struct Outbox {
-    items: VecDeque<(u64, String)>,
+    items: VecDeque<Queued>,
     capacity: usize,
     next_seq: u64,
 }
@@ -44,9 +55,9 @@ impl Outbox {
         }
     }
 
-    /// Queues `frame` in an envelope from `origin`; answers whether the oldest
-    /// event had to be dropped to make room.
-    pub fn push(&mut self, origin: &ServerId, frame: &Frame) -> bool {
+    /// Queues `frame` for `channel` in an envelope from `origin`; answers
+    /// whether the oldest event had to be dropped to make room.
+    pub fn push(&mut self, origin: &ServerId, channel: String, frame: &Frame) -> bool {
         let seq = self.next_seq;
         self.next_seq += 1;
         let envelope = Envelope {
@@ -59,22 +70,32 @@ impl Outbox {
         if dropped {
             self.items.pop_front();
         }
-        self.items.push_back((seq, json));
+        self.items.push_back(Queued {
+            seq,
+            channel,
+            envelope: json,
+        });
         dropped
     }
 
-    /// Up to `max` of the oldest envelopes, and the sequence number of the last.
-    pub fn batch(&self, max: usize) -> Option<(u64, Vec<&str>)> {
+    /// Up to `max` of the oldest `(channel, envelope)` pairs, and the sequence
+    /// number of the last.
+    pub fn batch(&self, max: usize) -> Option<(u64, Vec<(&str, &str)>)> {
         let n = self.items.len().min(max);
-        let last = self.items.get(n.checked_sub(1)?)?.0;
-        let batch = self.items.iter().take(n).map(|(_, e)| e.as_str());
-        Some((last, batch.collect()))
+        let last = self.items.get(n.checked_sub(1)?)?.seq;
+        let batch = self.items.iter().take(n);
+        Some((
+            last,
+            batch
+                .map(|q| (q.channel.as_str(), q.envelope.as_str()))
+                .collect(),
+        ))
     }
 
     /// Forgets every envelope up to `seq`, now that Redis has it. Envelopes
     /// dropped for room while the batch was in flight are already gone.
     pub fn confirm(&mut self, seq: u64) {
-        while self.items.front().is_some_and(|(s, _)| *s <= seq) {
+        while self.items.front().is_some_and(|q| q.seq <= seq) {
             self.items.pop_front();
         }
     }
@@ -154,7 +175,7 @@ mod tests {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(3);
         let dropped: Vec<bool> = (1..=5)
-            .map(|n| outbox.push(&me, &Frame::from(format!("e{n}"))))
+            .map(|n| outbox.push(&me, "c".into(), &Frame::from(format!("e{n}"))))
             .collect();
 
         assert_eq!(dropped, [false, false, false, true, true]);
@@ -162,7 +183,7 @@ mod tests {
         assert_eq!(last, 5);
         let frames: Vec<String> = batch
             .iter()
-            .map(|e| serde_json::from_str::<Envelope<String>>(e).unwrap().frame)
+            .map(|(_, e)| serde_json::from_str::<Envelope<String>>(e).unwrap().frame)
             .collect();
         assert_eq!(frames, ["e3", "e4", "e5"]);
     }
@@ -171,17 +192,18 @@ mod tests {
     fn confirming_a_batch_keeps_what_came_after_it() {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(2);
-        outbox.push(&me, &Frame::from("a"));
-        outbox.push(&me, &Frame::from("b"));
+        outbox.push(&me, "x".into(), &Frame::from("a"));
+        outbox.push(&me, "y".into(), &Frame::from("b"));
         let (last, _) = outbox.batch(2).unwrap();
         // While the batch is in flight, "c" pushes "a" out.
-        outbox.push(&me, &Frame::from("c"));
+        outbox.push(&me, "z".into(), &Frame::from("c"));
 
         outbox.confirm(last);
 
         assert_eq!(outbox.len(), 1);
         let (_, rest) = outbox.batch(10).unwrap();
-        assert!(rest[0].contains(r#""frame":"c""#), "{rest:?}");
+        assert_eq!(rest[0].0, "z");
+        assert!(rest[0].1.contains(r#""frame":"c""#), "{rest:?}");
     }
 
     #[test]
@@ -189,10 +211,10 @@ mod tests {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(1);
         let frame = Frame::from(r#"{"type":"echo","message":"“quotes” \\ and\nlines"}"#);
-        outbox.push(&me, &frame);
+        outbox.push(&me, "c".into(), &frame);
 
         let (_, batch) = outbox.batch(1).unwrap();
-        let envelope: Envelope<String> = serde_json::from_str(batch[0]).unwrap();
+        let envelope: Envelope<String> = serde_json::from_str(batch[0].1).unwrap();
 
         assert_eq!(envelope.origin, me.as_str());
         assert_eq!(envelope.seq, 1);

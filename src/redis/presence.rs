@@ -1,0 +1,173 @@
+//! Presence: how many clients, and how many members per room, every live
+//! chatd process has, kept in Redis so any process can count them all.
+//!
+//! Every [`PRESENCE_INTERVAL`] each process writes, in one MULTI:
+//! - `<channel>:presence:<server id>` = its client count, expiring after
+//!   [`PRESENCE_TTL`];
+//! - `<channel>:presence:<server id>:rooms`, a hash of room → local members,
+//!   rewritten whole and expiring with it;
+//! - its id in the set `<channel>:presence`, the index of processes.
+//!
+//! It then reads the other processes' records. A record that expired belongs
+//! to a process that is gone (killed without a drain), and is dropped from
+//! the index; one that is not a count was not written by a chatd and counts
+//! as gone too, so a stray key never breaks the relay.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+use crate::actors::chat_hub::{CensusReport, PeerCount};
+use crate::protocol::{RoomName, ServerId};
+
+/// How often the presence record is refreshed and the peers are counted.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a presence record outlives its last refresh.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
+
+/// The presence keys of one process.
+#[derive(Debug, Clone)]
+pub struct PresenceKeys {
+    index: String,
+    me: String,
+}
+
+/// What one round learned about the other live processes.
+#[derive(Debug, Default)]
+pub struct PeerPresence {
+    /// How many other processes are live.
+    pub processes: usize,
+    /// Their clients, in all and per room.
+    pub counts: PeerCount,
+}
+
+impl PresenceKeys {
+    pub fn new(channel: &str, server: &ServerId) -> Self {
+        Self {
+            index: format!("{channel}:presence"),
+            me: server.to_string(),
+        }
+    }
+
+    fn count_key(&self, server: &str) -> String {
+        format!("{}:{server}", self.index)
+    }
+
+    fn rooms_key(&self, server: &str) -> String {
+        format!("{}:{server}:rooms", self.index)
+    }
+
+    /// Adds to `pipe` the commands that remove this process's records, for
+    /// the end of a drain.
+    pub fn remove(&self, pipe: &mut redis::Pipeline) {
+        pipe.del(self.count_key(&self.me))
+            .ignore()
+            .del(self.rooms_key(&self.me))
+            .ignore()
+            .srem(&self.index, &self.me)
+            .ignore();
+    }
+}
+
+/// Writes this process's `census` and counts the other live processes.
+///
+/// # Errors
+/// Redis failed or timed out: the link is in trouble.
+pub async fn round(
+    conn: &mut MultiplexedConnection,
+    keys: &PresenceKeys,
+    census: CensusReport,
+) -> redis::RedisResult<PeerPresence> {
+    let ttl = PRESENCE_TTL.as_secs();
+    let rooms_key = keys.rooms_key(&keys.me);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .set_ex(keys.count_key(&keys.me), census.clients, ttl)
+        .ignore()
+        .del(&rooms_key)
+        .ignore();
+    if !census.rooms.is_empty() {
+        let rooms: Vec<(&str, usize)> =
+            census.rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        pipe.hset_multiple(&rooms_key, &rooms)
+            .ignore()
+            .expire(&rooms_key, ttl as i64)
+            .ignore();
+    }
+    pipe.sadd(&keys.index, &keys.me)
+        .ignore()
+        .smembers(&keys.index);
+    let (members,): (Vec<String>,) = pipe.query_async(conn).await?;
+    let others: Vec<String> = members.into_iter().filter(|id| *id != keys.me).collect();
+    if others.is_empty() {
+        return Ok(PeerPresence::default());
+    }
+    let count_keys: Vec<String> = others.iter().map(|id| keys.count_key(id)).collect();
+    let records: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&count_keys)
+        .query_async(conn)
+        .await?;
+    let counts: Vec<Option<usize>> = records
+        .iter()
+        .map(|record| record.as_deref().and_then(|r| r.parse().ok()))
+        .collect();
+    let (live, gone): (Vec<_>, Vec<_>) = others.iter().zip(&counts).partition(|(_, c)| c.is_some());
+    if !gone.is_empty() {
+        let gone: Vec<&String> = gone.into_iter().map(|(id, _)| id).collect();
+        redis::cmd("SREM")
+            .arg(&keys.index)
+            .arg(&gone)
+            .exec_async(conn)
+            .await?;
+    }
+    let mut presence = PeerPresence {
+        processes: live.len(),
+        ..PeerPresence::default()
+    };
+    if live.is_empty() {
+        return Ok(presence);
+    }
+    let mut pipe = redis::pipe();
+    for (id, count) in &live {
+        presence.counts.clients += count.unwrap_or(0);
+        pipe.hgetall(keys.rooms_key(id));
+    }
+    let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
+    presence.counts.rooms = sum_rooms(hashes);
+    Ok(presence)
+}
+
+/// Adds up the rooms hashes of several processes, skipping any field that is
+/// not a room name with a count.
+fn sum_rooms(hashes: Vec<HashMap<String, String>>) -> HashMap<RoomName, usize> {
+    let mut rooms: HashMap<RoomName, usize> = HashMap::new();
+    for (room, count) in hashes.into_iter().flatten() {
+        if let (Ok(room), Ok(count)) = (RoomName::parse(&room), count.parse::<usize>()) {
+            *rooms.entry(room).or_default() += count;
+        }
+    }
+    rooms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_counts_add_up_across_processes_and_skip_strays() {
+        let hash = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let rooms = sum_rooms(vec![
+            hash(&[("general", "3"), ("ops", "1")]),
+            hash(&[("general", "2"), ("Bad Room", "9"), ("dev", "many")]),
+        ]);
+        assert_eq!(rooms.len(), 2, "{rooms:?}");
+        assert_eq!(rooms[&RoomName::general()], 5);
+        assert_eq!(rooms[&RoomName::parse("ops").unwrap()], 1);
+    }
+}
