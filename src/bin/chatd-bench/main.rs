@@ -43,7 +43,7 @@ modes (defaults in brackets):
            --step [3] --drain [2] --p99-ms [100] --size [0]
   rooms    the ramp with N clients in K rooms (client i in r-(i % K)), one sender per room, R in all;
            a copy from another room is an error, and a step with one does not hold
-           --clients [10000] --rooms [1000] --start [5000] --factor [1.25] --max-rate [300000]
+           --clients [10000] --rooms [1000] --start [2000] --factor [1.25] --max-rate [300000]
            --step [3] --drain [2] --p99-ms [100] --size [0]
   steps    adds --step-clients at a time up to --max-clients; at every size, for --step s,
            each of S broadcasters sends its next message when its own echo of the last arrives
@@ -233,7 +233,7 @@ fn rooms(options: &Options) -> Result<(), String> {
         pad: options.get("size", 0)?,
         drain: Duration::ZERO,
     };
-    ramp_load(options, "rooms", load, 5000.0, 300_000.0)
+    ramp_load(options, "rooms", load, 2000.0, 300_000.0)
 }
 
 /// Runs `ramp` or `rooms`: `load` stepped from `--start` (`start` by

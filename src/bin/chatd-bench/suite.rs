@@ -283,7 +283,7 @@ fn bench_ramp(chatd: &Path, cpu: Option<&str>) -> Row {
 /// not 1,000, so the same deliveries/s take a hundred times the messages.
 fn bench_rooms(chatd: &Path, cpu: Option<&str>) -> Row {
     println!(
-        "\n== rooms: 10,000 clients in 1,000 rooms of 10, one sender per room, from 5,000 msgs/s in all \
+        "\n== rooms: 10,000 clients in 1,000 rooms of 10, one sender per room, from 2,000 msgs/s in all \
          ×1.25 per 3 s step until two steps in a row miss p99 ≤ 100 ms, lose a message or get one from another room"
     );
     let load = Load {
@@ -296,7 +296,7 @@ fn bench_rooms(chatd: &Path, cpu: Option<&str>) -> Row {
         drain: Duration::from_secs(2),
     };
     let ramp = Ramp {
-        start: 5000.0,
+        start: 2000.0,
         factor: 1.25,
         max_rate: 300_000.0,
         p99_limit: Duration::from_millis(100),
