@@ -9,7 +9,7 @@ use libc::SIGKILL;
 use serde_json::Value;
 
 use crate::helpers::{offsets, since_of, TestApp, WsClient, WAIT};
-use crate::redis::wait_for_redis;
+use crate::redis::{events_for, wait_for_redis};
 use crate::redis_helpers::RedisServer;
 use crate::redis_rooms::spawn_chatty_app;
 use crate::server_process::ServerProcess;
@@ -256,12 +256,23 @@ async fn clients_that_recover_while_others_talk_see_no_gap_and_no_repeat() {
                     assert_eq!(joined["recovered"], true, "hop {hop}: {joined}");
                 }
                 seen.extend(offsets(&joined["history"]));
+                if std::env::var_os("DEBUG_RACE").is_some() {
+                    eprintln!(
+                        "r{r} hop {hop} url {url} since {since:?} recovered {} top {} history {:?}",
+                        joined["recovered"],
+                        joined["offset"],
+                        offsets(&joined["history"])
+                    );
+                }
                 let epoch = joined["epoch"].as_str().unwrap().to_string();
                 let stay = Instant::now() + Duration::from_millis(60);
                 while let Ok(event) =
                     tokio::time::timeout_at(stay.into(), client.next_event()).await
                 {
                     if let Some(offset) = event["offset"].as_u64() {
+                        if std::env::var_os("DEBUG_RACE").is_some() {
+                            eprintln!("r{r} hop {hop} live {offset}");
+                        }
                         seen.push(offset);
                     }
                 }
@@ -288,5 +299,48 @@ async fn clients_that_recover_while_others_talk_see_no_gap_and_no_repeat() {
             (first..=last).collect::<Vec<_>>(),
             "a gap or a step back"
         );
+    }
+}
+
+#[actix_web::test]
+async fn a_client_that_talks_before_its_welcome_gets_the_welcome_first_then_its_answers() {
+    let Some(redis) = RedisServer::start_or_skip("welcome_first") else {
+        return;
+    };
+    let app = spawn_chatty_app(&redis.url()).await;
+    connected(&[&app]).await;
+
+    for round in 0..20 {
+        let mut client = WsClient::connect(&app.ws_url("?name=eager&room=general")).await;
+        client.send_text("not json").await;
+        client.say("first words").await;
+        client.send_text(r#"{"type":"join","room":"ops"}"#).await;
+        let in_ops = format!("in ops {round}");
+        client.say_in("ops", &in_ops).await;
+
+        let welcome = client.next_event().await;
+        assert_eq!(welcome["type"], "welcome", "round {round}: always first");
+        let error = client.next_event().await;
+        assert_eq!(error["code"], "bad_frame", "round {round}: {error}");
+        // Across rooms there is no order: the echo in general and the
+        // joined of ops come in either.
+        let (a, b) = (client.next_event().await, client.next_event().await);
+        let (echo, joined) = if a["type"] == "echo" { (a, b) } else { (b, a) };
+        assert_eq!(echo["message"], "first words", "round {round}: {echo}");
+        assert_eq!(
+            (joined["type"].as_str(), joined["room"].as_str()),
+            (Some("joined"), Some("ops")),
+            "round {round}"
+        );
+        // "in ops" was stored before ops's history was read or after: it
+        // comes once, in the history or live.
+        let later = events_for(&mut client, Duration::from_millis(300)).await;
+        let in_history = messages(&joined["history"])
+            .iter()
+            .filter(|m| **m == in_ops)
+            .count();
+        let live = later.iter().filter(|e| e["message"] == *in_ops).count();
+        assert_eq!(in_history + live, 1, "round {round}: {joined} {later:?}");
+        client.leave().await;
     }
 }
