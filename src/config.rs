@@ -69,6 +69,35 @@ pub struct HistorySettings {
     pub memory_bytes: usize,
 }
 
+/// How `/ws` tokens are checked, when they are required.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthSetting {
+    /// `AUTH_JWT_SECRET`: HS256.
+    Secret(String),
+    /// `AUTH_JWT_PUBLIC_KEY_FILE`: RS256 or ES256, as the key's type says.
+    PublicKey { path: String, pem: Vec<u8> },
+}
+
+impl std::fmt::Debug for AuthSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthSetting::Secret(_) => f.write_str("Secret(***)"),
+            AuthSetting::PublicKey { path, .. } => write!(f, "PublicKey({path})"),
+        }
+    }
+}
+
+impl AuthSetting {
+    /// The verifier for this setting; the start-up check already built one.
+    pub fn verifier(&self) -> crate::auth::Verifier {
+        match self {
+            AuthSetting::Secret(secret) => crate::auth::Verifier::hs256(secret.as_bytes()),
+            AuthSetting::PublicKey { pem, .. } => crate::auth::Verifier::from_public_pem(pem),
+        }
+        .expect("Config::from_lookup checked the key")
+    }
+}
+
 /// Which browser origins may open a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
@@ -101,6 +130,10 @@ pub struct Config {
     pub allowed_origins: AllowedOrigins,
     /// When set, `POST /notify` needs `Authorization: Bearer <token>`.
     pub notify_token: Option<String>,
+    /// When set, `/ws` needs a signed token.
+    pub auth: Option<AuthSetting>,
+    /// How long a killed process's users stay present to the others.
+    pub presence_ttl: Duration,
 }
 
 impl Config {
@@ -166,6 +199,8 @@ impl Config {
             history,
             allowed_origins: allowed_origins(&env),
             notify_token: env.text("NOTIFY_TOKEN"),
+            auth: auth_setting(&env)?,
+            presence_ttl: env.seconds("PRESENCE_TTL", 10, 3)?,
         })
     }
 
@@ -225,6 +260,31 @@ fn log_level(env: &Env) -> Result<String, ConfigError> {
             })
         }
         _ => Err(env.invalid("LOG_LEVEL", "one of error, warn, info, debug, trace, off")),
+    }
+}
+
+fn auth_setting(env: &Env) -> Result<Option<AuthSetting>, ConfigError> {
+    match (
+        env.text("AUTH_JWT_SECRET"),
+        env.text("AUTH_JWT_PUBLIC_KEY_FILE"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(_), Some(path)) => Err(ConfigError {
+            var: "AUTH_JWT_PUBLIC_KEY_FILE",
+            value: path,
+            expected: "AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY_FILE, not both",
+        }),
+        (Some(secret), None) => Ok(Some(AuthSetting::Secret(secret))),
+        (None, Some(path)) => {
+            let bad = |expected| ConfigError {
+                var: "AUTH_JWT_PUBLIC_KEY_FILE",
+                value: path.clone(),
+                expected,
+            };
+            let pem = std::fs::read(&path).map_err(|_| bad("a readable PEM file"))?;
+            crate::auth::Verifier::from_public_pem(&pem).map_err(bad)?;
+            Ok(Some(AuthSetting::PublicKey { path, pem }))
+        }
     }
 }
 
@@ -297,6 +357,7 @@ fn expected_range(var: &str) -> &'static str {
         "MAX_MESSAGE_BYTES" => "a size in bytes from 1 to 1048576",
         "MAX_NAME_CHARS" => "a whole number of characters from 1 to 256",
         "MAX_ROOMS_PER_CONNECTION" => "a whole number of rooms from 1 to 1000",
+        "PRESENCE_TTL" => "a whole number of seconds, 3 or more",
         "HISTORY_SIZE" => "a whole number of events from 1 to 10000",
         "HISTORY_ON_JOIN" => "a whole number of events from 0 to 10000",
         "HISTORY_MEMORY_BYTES" => "a size in bytes from 65536 to 1099511627776",

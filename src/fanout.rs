@@ -27,6 +27,7 @@ use actix::Recipient;
 use actix_web::web::{Bytes, BytesMut};
 
 use crate::actors::chat_hub::{Audience, Deliver};
+use crate::auth::UserId;
 use crate::protocol::{Frame, RoomName, SessionId};
 use crate::wire;
 
@@ -78,6 +79,10 @@ pub struct Fanout {
     sessions: HashMap<SessionId, Recipient<Deliver>>,
     /// How many rooms each session is a member of.
     room_counts: HashMap<SessionId, usize>,
+    /// The sessions of each user (with tokens).
+    users: HashMap<UserId, Vec<SessionId>>,
+    /// The user of each session that has one.
+    user_of: HashMap<SessionId, UserId>,
     rooms: HashMap<RoomName, Room>,
     /// Frames for every session this turn, not yet handed out.
     everyone: BytesMut,
@@ -92,8 +97,17 @@ pub struct Fanout {
 
 impl Fanout {
     /// Starts handing everyone-events to session `id`.
-    pub fn add_session(&mut self, id: SessionId, recipient: Recipient<Deliver>) {
+    pub fn add_session(
+        &mut self,
+        id: SessionId,
+        recipient: Recipient<Deliver>,
+        user: Option<UserId>,
+    ) {
         self.sessions.insert(id, recipient);
+        if let Some(user) = user {
+            self.users.entry(user.clone()).or_default().push(id);
+            self.user_of.insert(id, user);
+        }
     }
 
     /// Forgets session `id` everywhere: its rooms, its joins.
@@ -102,6 +116,14 @@ impl Fanout {
             self.exit(id, room);
         }
         self.sessions.remove(&id);
+        if let Some(user) = self.user_of.remove(&id) {
+            if let Some(sessions) = self.users.get_mut(&user) {
+                sessions.retain(|s| *s != id);
+                if sessions.is_empty() {
+                    self.users.remove(&user);
+                }
+            }
+        }
         if let Some(count) = self.room_counts.remove(&id) {
             self.multi_room -= usize::from(count > 1);
         }
@@ -231,6 +253,32 @@ impl Fanout {
         self.sessions.len()
     }
 
+    /// Connections of `user` here.
+    pub fn user_sessions(&self, user: &UserId) -> usize {
+        self.users.get(user).map_or(0, Vec::len)
+    }
+
+    /// Every user here and its connections.
+    pub fn users(&self) -> impl Iterator<Item = (&UserId, usize)> {
+        self.users
+            .iter()
+            .map(|(user, sessions)| (user, sessions.len()))
+    }
+
+    /// Sends `frame` at once to `room`'s members but `except`, outside the
+    /// batches: for events that are not part of the conversation (typing).
+    pub fn send_to_others(&self, room: &RoomName, except: SessionId, frame: &Frame) {
+        let Some(room) = self.rooms.get(room) else {
+            return;
+        };
+        let bytes = wire::text(frame.as_bytes());
+        for (id, member) in &room.members {
+            if *id != except {
+                member.do_send(Deliver::Frames(bytes.clone()));
+            }
+        }
+    }
+
     /// Queues `frame` for `audience`; `true` when the batches are big enough
     /// to go out now, without waiting for the end of the turn.
     pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &Frame) -> bool {
@@ -239,6 +287,16 @@ impl Fanout {
                 wire::append_text(&mut self.everyone, frame.as_bytes());
             }
             Audience::Everyone => return false,
+            Audience::User(user) => {
+                // Notices to a person are rare: sent at once, not batched.
+                let bytes = wire::text(frame.as_bytes());
+                for id in self.users.get(user).into_iter().flatten() {
+                    if let Some(session) = self.sessions.get(id) {
+                        session.do_send(Deliver::Frames(bytes.clone()));
+                    }
+                }
+                return false;
+            }
             Audience::Room(name) => {
                 let Some(room) = self.rooms.get_mut(name) else {
                     return false;

@@ -6,6 +6,7 @@
 //! for how to run it and `actors::chat_hub` for how the actors fit together.
 
 pub mod actors;
+pub mod auth;
 pub mod config;
 pub mod fanout;
 pub mod frame_guard;

@@ -103,6 +103,18 @@ impl DisplayName {
         Ok(Self(name.to_string()))
     }
 
+    /// The allowed characters of `raw`, at most `max_chars` of them, for a
+    /// name derived from something else (a token's `sub`); `user` if none
+    /// is left.
+    pub fn lenient(raw: &str, max_chars: usize) -> Self {
+        let kept: String = raw
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.' | '\''))
+            .take(max_chars)
+            .collect();
+        Self::parse(&kept, max_chars).unwrap_or_else(|_| Self("user".into()))
+    }
+
     /// A name for a client that asked for none, such as `guest-42`.
     pub fn guest(id: SessionId) -> Self {
         Self(format!("guest-{}", id.0))
@@ -188,6 +200,10 @@ pub enum ClientFrame {
     },
     /// Leave a room.
     Leave { room: RoomName },
+    /// A fresh token for the same user, to extend the connection.
+    Refresh { token: String },
+    /// The client is typing in a room.
+    Typing { room: RoomName },
 }
 
 /// Why a client frame was refused; the text goes back in an `error` event.
@@ -221,6 +237,8 @@ pub enum FrameError {
     TooManyRooms(usize),
     #[error("{0}")]
     BadSince(#[from] SinceError),
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 impl FrameError {
@@ -241,6 +259,7 @@ impl FrameError {
             FrameError::NotAMember(_) => "not_a_member",
             FrameError::TooManyRooms(_) => "too_many_rooms",
             FrameError::BadSince(_) => "bad_since",
+            FrameError::NotAllowed(_) => "not_allowed",
         }
     }
 }
@@ -275,6 +294,17 @@ pub fn parse_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, 
         "leave" => Ok(ClientFrame::Leave {
             room: room_field(&fields)?.ok_or(FrameError::MissingRoom("leave"))?,
         }),
+        "typing" => Ok(ClientFrame::Typing {
+            room: room_field(&fields)?.ok_or(FrameError::MissingRoom("typing"))?,
+        }),
+        "refresh" => match fields.remove("token") {
+            Some(serde_json::Value::String(token)) if !token.trim().is_empty() => {
+                Ok(ClientFrame::Refresh { token })
+            }
+            _ => Err(FrameError::NotAllowed(
+                "\"refresh\" needs a \"token\" string".into(),
+            )),
+        },
         other => Err(FrameError::UnknownType(other.to_string())),
     }
 }
@@ -332,6 +362,9 @@ pub enum ServerEvent<'a> {
         server: &'a str,
         /// A `joined` event for each room the connection starts in.
         rooms: Vec<&'a RawValue>,
+        /// Who the token says the client is, when tokens are required.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<Sender<'a>>,
         ts: u64,
     },
     Joined {
@@ -380,6 +413,21 @@ pub enum ServerEvent<'a> {
         message: &'a str,
         deadline_s: u64,
         retry_after_ms: u64,
+        ts: u64,
+    },
+    TokenExpiring {
+        seconds_left: u64,
+        ts: u64,
+    },
+    Typing {
+        room: &'a str,
+        from: Sender<'a>,
+        ts: u64,
+    },
+    Presence {
+        room: &'a str,
+        joins: Vec<Sender<'a>>,
+        leaves: Vec<Sender<'a>>,
         ts: u64,
     },
     Error {

@@ -86,6 +86,7 @@ impl Application {
             redis: bridge.as_ref().map(|(_, status)| status.clone()),
             server: server_id.clone(),
             lifecycle: lifecycle.clone(),
+            verifier: config.auth.as_ref().map(|auth| Arc::new(auth.verifier())),
             page: page.into(),
             static_dir: assets.join("static"),
         });
@@ -214,7 +215,15 @@ fn http_service(
                 .add(http::NOSNIFF)
                 .add(http::NO_REFERRER),
         )
-        .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+        .wrap(
+            Logger::new(r#"%a "%{request}xi" %s %b %Dms"#).custom_request_replace(
+                "request",
+                |req| {
+                    let version = format!("{:?}", req.version());
+                    http::request_line(req.method().as_str(), req.uri(), &version)
+                },
+            ),
+        )
         .configure(|cfg| http::configure(cfg, &state));
     HttpService::build()
         .client_request_timeout(Duration::from_secs(5))
@@ -253,6 +262,7 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
     let bridge = RedisBridge::new(
         settings,
         config.history.clone(),
+        config.presence_ttl,
         server_id.clone(),
         hub.clone(),
         status.clone(),

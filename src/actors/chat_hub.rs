@@ -48,6 +48,7 @@ use actix_web::web::BytesMut;
 use actix_web_actors::ws::CloseCode;
 use serde_json::value::RawValue;
 
+use crate::auth::UserId;
 use crate::config::HistorySettings;
 use crate::fanout::{Fanout, Held};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
@@ -64,6 +65,8 @@ pub struct Connect {
     pub id: SessionId,
     /// The checked display name shown on its messages.
     pub name: DisplayName,
+    /// Its user, when tokens are required: `from.id` on its messages.
+    pub user: Option<UserId>,
     /// Where the hub sends its events.
     pub session: Recipient<Deliver>,
     /// The rooms it starts in, checked and deduplicated, each with the
@@ -113,6 +116,17 @@ pub struct Say {
     pub text: String,
 }
 
+/// A member is typing in a room: the room's other members hear of it, at
+/// most once per user per room per [`TYPING_EVERY`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Typing {
+    /// The session typing.
+    pub id: SessionId,
+    /// The room; the session is a member.
+    pub room: RoomName,
+}
+
 /// A notification; answers how many clients it went to.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -132,6 +146,8 @@ pub enum Audience {
     Everyone,
     /// The members of one room.
     Room(RoomName),
+    /// Every connection of one user.
+    User(UserId),
 }
 
 /// How far a [`Notify`] reaches.
@@ -175,6 +191,8 @@ pub struct PeerCount {
     pub clients: usize,
     /// Their members per room, for rooms with any.
     pub rooms: HashMap<RoomName, usize>,
+    /// Their connections per user, for users with any.
+    pub users: HashMap<UserId, usize>,
 }
 
 /// This process's clients and members per room, for the bridge's presence
@@ -190,6 +208,8 @@ pub struct CensusReport {
     pub clients: usize,
     /// Local members per room, for every room with one.
     pub rooms: Vec<(RoomName, usize)>,
+    /// Local connections per user, for every user with one.
+    pub users: Vec<(UserId, usize)>,
 }
 
 /// Every room with members on any process, and how many, sorted by name.
@@ -334,12 +354,16 @@ struct Flush;
 #[rtype(result = "()")]
 pub struct HubEmpty;
 
+/// The least time between two `typing` events of one user in one room.
+pub const TYPING_EVERY: Duration = Duration::from_secs(2);
+
 /// The shortest and longest delay a draining client is told to wait before
 /// reconnecting; spreading reconnects keeps a deploy from becoming a storm.
 const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
 
 struct Member {
     name: DisplayName,
+    user: Option<UserId>,
     session: Recipient<Deliver>,
     /// The rooms it is in or joining; at most MAX_ROOMS_PER_CONNECTION, so a list.
     rooms: Vec<RoomName>,
@@ -400,6 +424,8 @@ pub struct ChatHub {
     peers: PeerCount,
     next_message: u64,
     next_request: u64,
+    /// When each (sender, room) last had a `typing` forwarded.
+    typing: HashMap<(String, RoomName), Instant>,
     draining: Option<DrainState>,
     flush_scheduled: bool,
 }
@@ -423,6 +449,7 @@ impl ChatHub {
             peers: PeerCount::default(),
             next_message: 0,
             next_request: 0,
+            typing: HashMap::new(),
             draining: None,
             flush_scheduled: false,
         }
@@ -603,11 +630,16 @@ impl ChatHub {
             online: self.members.len() + self.peers.clients,
             server: self.server.as_str(),
             rooms,
+            user: member.user.as_ref().map(|user| Sender {
+                id: user.as_str(),
+                name: member.name.as_str(),
+            }),
             ts: now_ms(),
         }
         .to_wire();
         session.do_send(Deliver::Frames(welcome));
-        self.fanout.add_session(id, session.clone());
+        self.fanout
+            .add_session(id, session.clone(), member.user.clone());
         for (room, request) in requests {
             let top = replays.remove(&room).flatten().map_or(0, |r| r.offset);
             if let Some(held) = self.fanout.finish_join(id, &room, request, top) {
@@ -685,7 +717,10 @@ impl ChatHub {
         }
         let id = self.next_message_id();
         let sender = self.speaker(msg.from, &msg.room).expect("checked above");
-        let client_id = msg.from.client_id(&self.server);
+        let client_id = sender
+            .user
+            .as_ref()
+            .map_or_else(|| msg.from.client_id(&self.server), |u| u.to_string());
         let name = sender.name.clone();
         let room = msg.room.clone();
         let encode = |offset| {
@@ -759,6 +794,7 @@ impl Handler<Connect> for ChatHub {
         let Connect {
             id,
             name,
+            user,
             session,
             rooms,
         } = msg;
@@ -781,6 +817,7 @@ impl Handler<Connect> for ChatHub {
             id,
             Member {
                 name,
+                user,
                 session: session.clone(),
                 rooms: rooms.iter().map(|(room, _)| room.clone()).collect(),
                 arriving: None,
@@ -903,6 +940,46 @@ impl Handler<Say> for ChatHub {
     }
 }
 
+impl Handler<Typing> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, _: &mut Self::Context) {
+        let Some(member) = self.speaker(msg.id, &msg.room) else {
+            return;
+        };
+        let name = member.name.clone();
+        let from_id = member
+            .user
+            .as_ref()
+            .map_or_else(|| msg.id.client_id(&self.server), |u| u.to_string());
+        let now = Instant::now();
+        let key = (from_id, msg.room);
+        if self
+            .typing
+            .get(&key)
+            .is_some_and(|last| now.duration_since(*last) < TYPING_EVERY)
+        {
+            return;
+        }
+        if self.typing.len() > 10_000 {
+            self.typing
+                .retain(|_, last| now.duration_since(*last) < TYPING_EVERY);
+        }
+        let frame = ServerEvent::Typing {
+            room: key.1.as_str(),
+            from: Sender {
+                id: &key.0,
+                name: name.as_str(),
+            },
+            ts: now_ms(),
+        }
+        .encode();
+        self.fanout.send_to_others(&key.1, msg.id, &frame);
+        self.publish(Audience::Room(key.1.clone()), frame);
+        self.typing.insert(key, now);
+    }
+}
+
 impl Handler<Notify> for ChatHub {
     type Result = usize;
 
@@ -926,6 +1003,24 @@ impl Handler<Notify> for ChatHub {
                 }
                 self.publish(Audience::Everyone, frame);
                 local + self.peers.clients
+            }
+            Audience::User(user) => {
+                let frame = ServerEvent::Notification {
+                    id: &id,
+                    room: None,
+                    offset: None,
+                    message: &msg.message,
+                    ts: now_ms(),
+                }
+                .encode();
+                let audience = Audience::User(user.clone());
+                let local = self.fanout.user_sessions(&user);
+                self.broadcast(&audience, None, &frame, ctx);
+                if local_only {
+                    return local;
+                }
+                self.publish(audience, frame);
+                local + self.peers.users.get(&user).copied().unwrap_or(0)
             }
             Audience::Room(room) => {
                 // Room notices are stored, and so reach every process.
@@ -981,6 +1076,11 @@ impl Handler<Census> for ChatHub {
                 .fanout
                 .rooms()
                 .map(|(name, members)| (name.clone(), members))
+                .collect(),
+            users: self
+                .fanout
+                .users()
+                .map(|(user, connections)| (user.clone(), connections))
                 .collect(),
         }
     }

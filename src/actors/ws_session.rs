@@ -14,14 +14,15 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web::web::{Bytes, BytesMut};
 use actix_web_actors::ws::{self, CloseCode, ProtocolError};
 
-use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say};
+use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say, Typing};
+use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
 use crate::frame_guard::FRAME_TOO_BIG;
 use crate::history::Since;
@@ -32,6 +33,9 @@ use crate::rate_limit::TokenBucket;
 use crate::state::ConnectionPermit;
 use crate::transport::Outbound;
 use crate::wire;
+
+/// How long before its token expires a client is warned.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30);
 
 /// A message arriving in fragments, kept until its last frame.
 struct Fragments {
@@ -49,6 +53,11 @@ pub struct WsSession {
     /// What it asked to resume after in its starting rooms, until it
     /// connects to the hub.
     resume: Vec<Option<Since>>,
+    /// Who its token says it is, and the verifier for its refreshes; `None`
+    /// when identity is self-chosen.
+    identity: Option<(Identity, Arc<Verifier>)>,
+    /// The `token_expiring` warning and the 4001 close, while a token runs.
+    expiry: Vec<SpawnHandle>,
     hub: Addr<ChatHub>,
     limits: Arc<Limits>,
     last_seen: Instant,
@@ -73,6 +82,7 @@ impl WsSession {
     pub fn new(
         name: Option<DisplayName>,
         rooms: Vec<(RoomName, Option<Since>)>,
+        identity: Option<(Identity, Arc<Verifier>)>,
         hub: Addr<ChatHub>,
         limits: Arc<Limits>,
         outbound: Rc<Outbound>,
@@ -81,7 +91,13 @@ impl WsSession {
         let id = SessionId::next();
         Self {
             id,
-            name: name.unwrap_or_else(|| DisplayName::guest(id)),
+            name: identity
+                .as_ref()
+                .map(|(identity, _)| identity.name.clone())
+                .or(name)
+                .unwrap_or_else(|| DisplayName::guest(id)),
+            identity,
+            expiry: Vec::new(),
             resume: rooms.iter().map(|(_, since)| since.clone()).collect(),
             rooms: rooms.into_iter().map(|(room, _)| room).collect(),
             rate: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
@@ -106,6 +122,12 @@ impl WsSession {
             ts: now_ms(),
         }
         .to_wire();
+        self.send_own(event);
+    }
+
+    /// Queues an event of the session's own (not the hub's): held until the
+    /// welcome has gone out.
+    fn send_own(&mut self, event: Bytes) {
         match self.early.as_mut() {
             Some(early) => early.push(event),
             None => self.outbound.push(event),
@@ -162,13 +184,17 @@ impl WsSession {
             return;
         }
         let frame = parse_frame(text, self.limits.max_message_bytes);
-        if let Err(error) = frame.and_then(|frame| self.on_client_frame(frame)) {
+        if let Err(error) = frame.and_then(|frame| self.on_client_frame(frame, ctx)) {
             self.refuse(&error);
         }
     }
 
     /// Acts on a well-formed client frame, or says why it cannot.
-    fn on_client_frame(&mut self, frame: ClientFrame) -> Result<(), FrameError> {
+    fn on_client_frame(
+        &mut self,
+        frame: ClientFrame,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Result<(), FrameError> {
         match frame {
             ClientFrame::Chat { room, text } => {
                 let room = room.unwrap_or_else(RoomName::general);
@@ -182,6 +208,13 @@ impl WsSession {
                 });
             }
             ClientFrame::Join { room, since } => {
+                if let Some((identity, _)) = &self.identity {
+                    if !identity.rooms.allows(&room) {
+                        return Err(FrameError::NotAllowed(format!(
+                            "your token does not allow room \"{room}\""
+                        )));
+                    }
+                }
                 if !self.rooms.contains(&room) {
                     let max = self.limits.max_rooms_per_connection;
                     if self.rooms.len() >= max {
@@ -202,8 +235,67 @@ impl WsSession {
                 self.rooms.swap_remove(at);
                 self.hub.do_send(Leave { id: self.id, room });
             }
+            ClientFrame::Typing { room } => {
+                if !self.rooms.contains(&room) {
+                    return Err(FrameError::NotAMember(room));
+                }
+                self.hub.do_send(Typing { id: self.id, room });
+            }
+            ClientFrame::Refresh { token } => return self.refresh(&token, ctx),
         }
         Ok(())
+    }
+
+    /// Takes a fresh token for the same user: its expiry and rooms replace
+    /// the old ones (the display name stays).
+    fn refresh(
+        &mut self,
+        token: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Result<(), FrameError> {
+        let Some((identity, verifier)) = &mut self.identity else {
+            return Err(FrameError::NotAllowed(
+                "this server does not use tokens".into(),
+            ));
+        };
+        let fresh = verifier
+            .verify(token, self.limits.max_name_chars)
+            .map_err(|err| FrameError::NotAllowed(format!("refresh refused: {err}")))?;
+        if fresh.user != identity.user {
+            return Err(FrameError::NotAllowed(
+                "refresh refused: the token is for another user".into(),
+            ));
+        }
+        identity.expires = fresh.expires;
+        identity.rooms = fresh.rooms;
+        self.schedule_expiry(ctx);
+        Ok(())
+    }
+
+    /// Warns the client 30 s before its token expires, and closes it with
+    /// 4001 when it does, unless a refresh comes first.
+    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        for handle in self.expiry.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        let Some((identity, _)) = &self.identity else {
+            return;
+        };
+        let left = identity.expires.saturating_sub(now_ms() / 1000);
+        let warn_in = left.saturating_sub(EXPIRY_WARNING.as_secs());
+        let warn = ctx.run_later(Duration::from_secs(warn_in), move |act, _| {
+            let seconds_left = left - warn_in;
+            let event = ServerEvent::TokenExpiring {
+                seconds_left,
+                ts: now_ms(),
+            };
+            act.send_own(event.to_wire());
+        });
+        let close = ctx.run_later(Duration::from_secs(left), |act, ctx| {
+            log::debug!("closing client={}: token expired", act.id);
+            act.close(ctx, CloseCode::Other(4001), "token expired");
+        });
+        self.expiry = vec![warn, close];
     }
 
     /// Binary messages are refused, and count against the rate like text.
@@ -277,9 +369,14 @@ impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.schedule_expiry(ctx);
         self.hub.do_send(Connect {
             id: self.id,
             name: self.name.clone(),
+            user: self
+                .identity
+                .as_ref()
+                .map(|(identity, _)| identity.user.clone()),
             session: ctx.address().recipient(),
             rooms: self
                 .rooms

@@ -17,9 +17,16 @@ pub enum ApiError {
     /// 401: `/notify` needs `Authorization: Bearer <NOTIFY_TOKEN>`.
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// 401 with `WWW-Authenticate: Bearer`: `/ws` needs a valid token; the
+    /// text says what was wrong with it.
+    #[error("{0}")]
+    BadToken(crate::auth::TokenError),
     /// 403: a browser page from another origin tried to open a socket.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// 403: the token does not allow this room.
+    #[error("{0}")]
+    NotAllowed(String),
     /// 404: no such route.
     #[error("not found")]
     NotFound,
@@ -47,8 +54,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::WebSocketVersion => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::BadToken(_) => StatusCode::UNAUTHORIZED,
+            ApiError::OriginNotAllowed | ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,7 +72,7 @@ impl ResponseError for ApiError {
             ApiError::Draining | ApiError::TooManyConnections | ApiError::HistoryUnavailable => {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::BadToken(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::WebSocketVersion => {

@@ -40,6 +40,8 @@ pub struct AppState {
     pub server: ServerId,
     pub lifecycle: Arc<Lifecycle>,
     pub connections: ConnectionLimiter,
+    /// Checks `/ws` tokens; `None` when identity is self-chosen.
+    pub verifier: Option<Arc<crate::auth::Verifier>>,
     /// The rendered chat page.
     pub page: web::Bytes,
     /// Where `static/` is served from.
@@ -55,6 +57,22 @@ impl AppState {
             None => serde_json::json!({ "state": "disabled" }),
         }
     }
+}
+
+/// The request line for access logs, with the value of any `token` query
+/// parameter replaced: tokens are secrets and never reach a log.
+pub fn request_line(method: &str, uri: &actix_web::http::Uri, version: &str) -> String {
+    let Some(query) = uri.query() else {
+        return format!("{method} {uri} {version}");
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=***".to_string(),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{method} {}?{} {version}", uri.path(), redacted.join("&"))
 }
 
 /// Wires every route. `state` must be in the app data.

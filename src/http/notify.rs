@@ -1,5 +1,6 @@
-//! `POST /notify`: a notification for every connected client, or for the
-//! members of one room on every process.
+//! `POST /notify`: a notification for every connected client, for the
+//! members of one room, or for every connection of one user (`user`: a
+//! token's `sub`), on every process.
 //!
 //! The message and the optional room come from the query (`?message=…&room=…`)
 //! or a JSON body (`{"message":…,"room":…}`); for each, the query wins when
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::actors::chat_hub::{Audience, Notify, Scope};
+use crate::auth::UserId;
 use crate::http::{ApiError, AppState};
 use crate::protocol::{self, FrameError, RoomName};
 
@@ -28,6 +30,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 struct NotifyParams {
     message: Option<serde_json::Value>,
     room: Option<serde_json::Value>,
+    user: Option<serde_json::Value>,
 }
 
 pub async fn notify(
@@ -51,12 +54,26 @@ pub async fn notify(
             ),
             other => ApiError::BadRequest(other.to_string()),
         })?;
-    let audience = match params.room {
-        None | Some(serde_json::Value::Null) => Audience::Everyone,
-        Some(serde_json::Value::String(room)) => Audience::Room(
+    let text = |field: &'static str, value: Option<serde_json::Value>| match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(value)) => Ok(Some(value)),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "\"{field}\" must be a string"
+        ))),
+    };
+    let audience = match (text("room", params.room)?, text("user", params.user)?) {
+        (None, None) => Audience::Everyone,
+        (Some(room), None) => Audience::Room(
             RoomName::parse(&room).map_err(|err| ApiError::BadRequest(err.to_string()))?,
         ),
-        Some(_) => return Err(ApiError::BadRequest("\"room\" must be a string".into())),
+        (None, Some(user)) => Audience::User(UserId::parse(&user).ok_or_else(|| {
+            ApiError::BadRequest(
+                "\"user\" must be 1 to 128 characters, no control characters".into(),
+            )
+        })?),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest("give room or user, not both".into()))
+        }
     };
     let sent = state
         .hub
@@ -100,6 +117,7 @@ fn params_from(req: &HttpRequest, body: &[u8]) -> Result<NotifyParams, ApiError>
             NotifyParams {
                 message: q.remove("message").map(serde_json::Value::String),
                 room: q.remove("room").map(serde_json::Value::String),
+                user: q.remove("user").map(serde_json::Value::String),
             }
         })?;
     let body: NotifyParams = if body.iter().all(u8::is_ascii_whitespace) {
@@ -119,6 +137,7 @@ fn params_from(req: &HttpRequest, body: &[u8]) -> Result<NotifyParams, ApiError>
     Ok(NotifyParams {
         message: query.message.or(body.message),
         room: query.room.or(body.room),
+        user: query.user.or(body.user),
     })
 }
 

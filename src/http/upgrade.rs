@@ -50,12 +50,14 @@ pub async fn upgrade(
             actix_http::StatusCode::SWITCHING_PROTOCOLS
         });
     log::info!(
-        "{} \"{} {} {:?}\" {}",
+        "{} \"{}\" {}",
         head.peer_addr
             .map_or_else(|| "-".to_string(), |addr| addr.ip().to_string()),
-        head.method,
-        head.uri,
-        head.version,
+        super::request_line(
+            head.method.as_str(),
+            &head.uri,
+            &format!("{:?}", head.version)
+        ),
         status.as_u16(),
     );
     // The request is not needed past here, and the connection may last for
@@ -97,6 +99,7 @@ async fn accept(
         mut response,
         name,
         rooms,
+        identity,
         permit,
     } = admission;
     let switching = response.finish().drop_body();
@@ -118,6 +121,12 @@ async fn accept(
     let session = WsSession::new(
         name,
         rooms,
+        identity.map(|identity| {
+            (
+                identity,
+                state.verifier.clone().expect("a token was checked"),
+            )
+        }),
         state.hub.clone(),
         limits.clone(),
         outbound.clone(),

@@ -13,6 +13,7 @@ use actix_http::{RequestHead, ResponseBuilder};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+use crate::auth::Identity;
 use crate::config::{AllowedOrigins, Limits};
 use crate::history::Since;
 use crate::http::{ApiError, AppState};
@@ -23,6 +24,8 @@ use crate::state::ConnectionPermit;
 #[derive(Debug, PartialEq)]
 struct WsQuery {
     name: Option<DisplayName>,
+    /// `?token=`, not yet verified.
+    token: Option<String>,
     /// The starting rooms, in the order given, without repeats, each with
     /// the `since` to resume after; `general` when none is named.
     rooms: Vec<(RoomName, Option<Since>)>,
@@ -33,6 +36,7 @@ impl WsQuery {
     /// starts in ROOM too); other keys are left for other uses.
     fn parse(query: &str, limits: &Limits) -> Result<Self, ApiError> {
         let mut name = None;
+        let mut token = None;
         let mut rooms: Vec<(RoomName, Option<Since>)> = Vec::new();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
@@ -41,6 +45,7 @@ impl WsQuery {
                         .map_err(|err| ApiError::BadRequest(err.to_string()))?;
                     name = Some(parsed);
                 }
+                "token" => token = Some(value.into_owned()),
                 "room" => {
                     let room = RoomName::parse(&value)
                         .map_err(|err| ApiError::BadRequest(err.to_string()))?;
@@ -70,7 +75,7 @@ impl WsQuery {
         if rooms.is_empty() {
             rooms.push((RoomName::general(), None));
         }
-        Ok(Self { name, rooms })
+        Ok(Self { name, token, rooms })
     }
 }
 
@@ -80,6 +85,8 @@ pub struct Admission {
     pub response: ResponseBuilder,
     pub name: Option<DisplayName>,
     pub rooms: Vec<(RoomName, Option<Since>)>,
+    /// Who the token says the client is, when tokens are required.
+    pub identity: Option<Identity>,
     pub permit: ConnectionPermit,
 }
 
@@ -95,8 +102,23 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
     if !origin_allowed(head, &state.config.allowed_origins) {
         return Err(ApiError::OriginNotAllowed);
     }
-    let WsQuery { name, rooms } =
+    let WsQuery { name, token, rooms } =
         WsQuery::parse(head.uri.query().unwrap_or_default(), &state.limits)?;
+    let identity = match &state.verifier {
+        None => None,
+        Some(verifier) => {
+            let token = token.or_else(|| bearer(head)).unwrap_or_default();
+            let identity = verifier
+                .verify(&token, state.limits.max_name_chars)
+                .map_err(ApiError::BadToken)?;
+            if let Some((room, _)) = rooms.iter().find(|(r, _)| !identity.rooms.allows(r)) {
+                return Err(ApiError::NotAllowed(format!(
+                    "the token does not allow room \"{room}\""
+                )));
+            }
+            Some(identity)
+        }
+    };
     let response = handshake(head)?;
     let permit = state
         .connections
@@ -106,6 +128,7 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
         response,
         name,
         rooms,
+        identity,
         permit,
     })
 }
@@ -121,6 +144,16 @@ pub async fn not_an_upgrade(req: HttpRequest, state: web::Data<AppState>) -> Htt
         ),
     };
     refusal.error_response()
+}
+
+/// The token of `Authorization: Bearer <token>`, for clients that can set
+/// headers (browsers cannot, and use `?token=`).
+fn bearer(head: &RequestHead) -> Option<String> {
+    let value = head.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// Checks the upgrade headers and starts the 101 answer.

@@ -173,6 +173,8 @@ pub struct RedisBridge {
     /// Rooms with local members: the room channels to follow.
     rooms: HashSet<RoomName>,
     history: HistorySettings,
+    /// How long our presence record outlives its last refresh.
+    presence_ttl: Duration,
     scripts: Arc<Scripts>,
     /// History reads for rooms whose channel is not followed yet: read only
     /// once it is, so nothing published in between is missed.
@@ -202,6 +204,7 @@ impl RedisBridge {
     pub fn new(
         settings: &RedisSettings,
         history: HistorySettings,
+        presence_ttl: Duration,
         server: ServerId,
         hub: Addr<ChatHub>,
         status: Arc<BridgeStatus>,
@@ -215,6 +218,7 @@ impl RedisBridge {
             presence: PresenceKeys::new(&settings.channel, &server),
             rooms: HashSet::new(),
             history,
+            presence_ttl,
             scripts: Arc::new(Scripts::default()),
             waiting_reads: Vec::new(),
             awaiting: HashMap::new(),
@@ -239,6 +243,7 @@ impl RedisBridge {
         let rooms: Vec<RoomName> = self.rooms.iter().cloned().collect();
         let mut channels: Vec<String> = rooms.iter().map(|r| self.channels.room(r)).collect();
         channels.push(self.channels.everyone().to_string());
+        let users = self.channels.users_pattern();
         let attempt = async move {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -254,6 +259,7 @@ impl RedisBridge {
             let subscribe = async {
                 let (mut sink, stream) = client.get_async_pubsub().await?.split();
                 sink.subscribe(&channels).await?;
+                sink.psubscribe(&users).await?;
                 Ok::<_, redis::RedisError>((sink, stream))
             };
             let (sink, stream) = tokio::time::timeout(REDIS_TIMEOUT, subscribe)
@@ -736,6 +742,7 @@ impl RedisBridge {
         let mut conn = link.publisher.clone();
         let hub = self.hub.clone();
         let keys = self.presence.clone();
+        let ttl = self.presence_ttl;
         let generation = self.generation;
         let count = async move {
             // A busy hub is no fault of the link: skip this round.
@@ -743,7 +750,7 @@ impl RedisBridge {
                 Ok(Ok(census)) => census,
                 _ => return Err(PresenceError::Skipped("the hub did not answer in time")),
             };
-            presence::round(&mut conn, &keys, census)
+            presence::round(&mut conn, &keys, census, ttl)
                 .await
                 .map_err(PresenceError::Link)
         };

@@ -11,6 +11,7 @@ pub mod presence;
 pub mod relay;
 
 use crate::actors::chat_hub::Audience;
+use crate::auth::UserId;
 use crate::protocol::RoomName;
 
 /// The pub/sub channels of one chat (`REDIS_CHANNEL`): the channel itself
@@ -22,6 +23,7 @@ use crate::protocol::RoomName;
 pub struct Channels {
     everyone: String,
     room_prefix: String,
+    user_prefix: String,
 }
 
 impl Channels {
@@ -29,6 +31,7 @@ impl Channels {
         Self {
             everyone: base.to_string(),
             room_prefix: format!("{base}:room:"),
+            user_prefix: format!("{base}:user:"),
         }
     }
 
@@ -46,7 +49,23 @@ impl Channels {
         match audience {
             Audience::Everyone => self.everyone.clone(),
             Audience::Room(room) => self.room(room),
+            Audience::User(user) => format!("{}{user}", self.user_prefix),
         }
+    }
+
+    /// The pattern every process follows for notices to a person: such
+    /// notices are rare next to chat, so every process reading all of them
+    /// costs little, and no subscription changes as users come and go.
+    pub fn users_pattern(&self) -> String {
+        let escaped: String = self
+            .user_prefix
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        format!("{escaped}*")
     }
 
     /// Who a message on `channel` is for; `None` for a channel that is not
@@ -54,6 +73,9 @@ impl Channels {
     pub fn audience(&self, channel: &str) -> Option<Audience> {
         if channel == self.everyone {
             return Some(Audience::Everyone);
+        }
+        if let Some(user) = channel.strip_prefix(&self.user_prefix) {
+            return UserId::parse(user).map(Audience::User);
         }
         let room = channel.strip_prefix(&self.room_prefix)?;
         RoomName::parse(room).ok().map(Audience::Room)
@@ -70,7 +92,11 @@ mod tests {
         let ops = Audience::Room(RoomName::parse("ops").unwrap());
         assert_eq!(channels.of(&Audience::Everyone), "chatd:events");
         assert_eq!(channels.of(&ops), "chatd:events:room:ops");
-        for audience in [Audience::Everyone, ops] {
+        let ana = Audience::User(UserId::parse("ana@example").unwrap());
+        assert_eq!(channels.of(&ana), "chatd:events:user:ana@example");
+        assert_eq!(channels.users_pattern(), "chatd:events:user:*");
+        assert_eq!(Channels::new("a*b").users_pattern(), "a\\*b:user:*");
+        for audience in [Audience::Everyone, ops, ana] {
             assert_eq!(channels.audience(&channels.of(&audience)), Some(audience));
         }
         assert_eq!(channels.audience("chatd:events:room:Bad"), None);

@@ -3,8 +3,9 @@
 //!
 //! Every [`PRESENCE_INTERVAL`] each process writes, in one MULTI:
 //! - `<channel>:presence:<server id>` = its client count, expiring after
-//!   [`PRESENCE_TTL`];
+//!   `PRESENCE_TTL` (default 10 s);
 //! - `<channel>:presence:<server id>:rooms`, a hash of room → local members,
+//!   and `…:users`, a hash of user → local connections (with tokens), both
 //!   rewritten whole and expiring with it;
 //! - its id in the set `<channel>:presence`, the index of processes.
 //!
@@ -19,12 +20,11 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use crate::actors::chat_hub::{CensusReport, PeerCount};
+use crate::auth::UserId;
 use crate::protocol::{RoomName, ServerId};
 
 /// How often the presence record is refreshed and the peers are counted.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a presence record outlives its last refresh.
-pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
 
 /// The presence keys of one process.
 #[derive(Debug, Clone)]
@@ -58,12 +58,18 @@ impl PresenceKeys {
         format!("{}:{server}:rooms", self.index)
     }
 
+    fn users_key(&self, server: &str) -> String {
+        format!("{}:{server}:users", self.index)
+    }
+
     /// Adds to `pipe` the commands that remove this process's records, for
     /// the end of a drain.
     pub fn remove(&self, pipe: &mut redis::Pipeline) {
         pipe.del(self.count_key(&self.me))
             .ignore()
             .del(self.rooms_key(&self.me))
+            .ignore()
+            .del(self.users_key(&self.me))
             .ignore()
             .srem(&self.index, &self.me)
             .ignore();
@@ -78,22 +84,28 @@ pub async fn round(
     conn: &mut MultiplexedConnection,
     keys: &PresenceKeys,
     census: CensusReport,
+    ttl: Duration,
 ) -> redis::RedisResult<PeerPresence> {
-    let ttl = PRESENCE_TTL.as_secs();
+    let ttl = ttl.as_secs();
     let rooms_key = keys.rooms_key(&keys.me);
+    let users_key = keys.users_key(&keys.me);
     let mut pipe = redis::pipe();
     pipe.atomic()
         .set_ex(keys.count_key(&keys.me), census.clients, ttl)
         .ignore()
         .del(&rooms_key)
+        .ignore()
+        .del(&users_key)
         .ignore();
-    if !census.rooms.is_empty() {
-        let rooms: Vec<(&str, usize)> =
-            census.rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect();
-        pipe.hset_multiple(&rooms_key, &rooms)
-            .ignore()
-            .expire(&rooms_key, ttl as i64)
-            .ignore();
+    let rooms: Vec<(&str, usize)> = census.rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    let users: Vec<(&str, usize)> = census.users.iter().map(|(u, n)| (u.as_str(), *n)).collect();
+    for (key, fields) in [(&rooms_key, &rooms), (&users_key, &users)] {
+        if !fields.is_empty() {
+            pipe.hset_multiple(key, fields)
+                .ignore()
+                .expire(key, ttl as i64)
+                .ignore();
+        }
     }
     pipe.sadd(&keys.index, &keys.me)
         .ignore()
@@ -131,23 +143,33 @@ pub async fn round(
     let mut pipe = redis::pipe();
     for (id, count) in &live {
         presence.counts.clients += count.unwrap_or(0);
-        pipe.hgetall(keys.rooms_key(id));
+        pipe.hgetall(keys.rooms_key(id)).hgetall(keys.users_key(id));
     }
     let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-    presence.counts.rooms = sum_rooms(hashes);
+    let (rooms, users): (Vec<_>, Vec<_>) = hashes
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    presence.counts.rooms = sum_counts(rooms.into_iter().map(|(_, h)| h), |r| {
+        RoomName::parse(r).ok()
+    });
+    presence.counts.users = sum_counts(users.into_iter().map(|(_, h)| h), UserId::parse);
     Ok(presence)
 }
 
-/// Adds up the rooms hashes of several processes, skipping any field that is
-/// not a room name with a count.
-fn sum_rooms(hashes: Vec<HashMap<String, String>>) -> HashMap<RoomName, usize> {
-    let mut rooms: HashMap<RoomName, usize> = HashMap::new();
-    for (room, count) in hashes.into_iter().flatten() {
-        if let (Ok(room), Ok(count)) = (RoomName::parse(&room), count.parse::<usize>()) {
-            *rooms.entry(room).or_default() += count;
+/// Adds up the count hashes of several processes, skipping any field whose
+/// name `parse` refuses or whose value is not a count.
+fn sum_counts<K: std::hash::Hash + Eq>(
+    hashes: impl Iterator<Item = HashMap<String, String>>,
+    parse: impl Fn(&str) -> Option<K>,
+) -> HashMap<K, usize> {
+    let mut counts: HashMap<K, usize> = HashMap::new();
+    for (name, count) in hashes.flatten() {
+        if let (Some(key), Ok(count)) = (parse(&name), count.parse::<usize>()) {
+            *counts.entry(key).or_default() += count;
         }
     }
-    rooms
+    counts
 }
 
 #[cfg(test)]
@@ -162,10 +184,14 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let rooms = sum_rooms(vec![
-            hash(&[("general", "3"), ("ops", "1")]),
-            hash(&[("general", "2"), ("Bad Room", "9"), ("dev", "many")]),
-        ]);
+        let rooms = sum_counts(
+            vec![
+                hash(&[("general", "3"), ("ops", "1")]),
+                hash(&[("general", "2"), ("Bad Room", "9"), ("dev", "many")]),
+            ]
+            .into_iter(),
+            |r| RoomName::parse(r).ok(),
+        );
         assert_eq!(rooms.len(), 2, "{rooms:?}");
         assert_eq!(rooms[&RoomName::general()], 5);
         assert_eq!(rooms[&RoomName::parse("ops").unwrap()], 1);

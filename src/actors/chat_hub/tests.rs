@@ -53,6 +53,7 @@ fn connect(hub: &Addr<ChatHub>, name: &str) -> mpsc::UnboundedReceiver<String> {
     hub.do_send(Connect {
         id: SessionId::next(),
         name: DisplayName::parse(name, 32).unwrap(),
+        user: None,
         session,
         rooms: vec![(RoomName::general(), None)],
     });
@@ -67,6 +68,7 @@ async fn a_say_reaches_every_member_with_the_same_bytes() {
     hub.do_send(Connect {
         id: ana_id,
         name: DisplayName::parse("ana", 32).unwrap(),
+        user: None,
         session: ana_session,
         rooms: vec![(RoomName::general(), None)],
     });
@@ -142,6 +144,7 @@ async fn the_messages_of_one_turn_reach_a_session_in_one_delivery() {
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session: Counter(tx).start().recipient(),
         rooms: vec![(RoomName::general(), None)],
     });
@@ -187,6 +190,7 @@ async fn a_drain_tells_every_member_and_reports_when_the_last_leaves() {
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session,
         rooms: vec![(RoomName::general(), None)],
     });
@@ -229,6 +233,7 @@ async fn connect_in(
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session,
         rooms: rooms.iter().map(|r| (room(r), None)).collect(),
     });
@@ -285,6 +290,7 @@ async fn a_turn_across_rooms_is_one_delivery_per_session() {
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session: Counter(tx).start().recipient(),
         rooms: vec![(room("a"), None), (room("b"), None)],
     });
@@ -413,6 +419,7 @@ async fn rooms_open_and_close_with_their_first_and_last_member() {
     hub.do_send(Connect {
         id: one,
         name: DisplayName::guest(one),
+        user: None,
         session,
         rooms: vec![(room("ops"), None)],
     });
@@ -446,6 +453,7 @@ async fn a_join_waiting_for_its_history_gets_what_came_after_it_once() {
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session,
         rooms: vec![(room("ops"), None)],
     });
@@ -498,6 +506,7 @@ async fn with_redis_a_message_is_stored_before_local_members_get_it() {
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session,
         rooms: vec![(room("ops"), None)],
     });
@@ -538,6 +547,7 @@ async fn a_room_notice_counts_its_members_here_and_on_peers() {
     hub.do_send(PeerCount {
         clients: 7,
         rooms: [(room("ops"), 3)].into_iter().collect(),
+        users: HashMap::new(),
     });
     let notify = |audience| Notify {
         message: "hi".into(),
@@ -595,6 +605,7 @@ async fn a_history_ahead_of_the_live_events_skips_them_until_they_catch_up() {
     hub.do_send(Connect {
         id,
         name: DisplayName::guest(id),
+        user: None,
         session,
         rooms: vec![(room("ops"), None)],
     });
