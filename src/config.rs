@@ -54,6 +54,21 @@ pub struct Limits {
     pub client_timeout: Duration,
 }
 
+/// How much of each room's conversation is kept, for `joined.history` and
+/// recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// Events kept per room (chat messages and room notices).
+    pub size: usize,
+    /// A room's history is dropped this long after its last event.
+    pub ttl: Duration,
+    /// Events a plain `join` (or `welcome`) carries.
+    pub on_join: usize,
+    /// Without Redis: the most memory all rooms' histories may take; past it
+    /// the least recently active rooms' histories go first.
+    pub memory_bytes: usize,
+}
+
 /// Which browser origins may open a WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
@@ -82,6 +97,7 @@ pub struct Config {
     /// How often every client gets a periodic notification; `None` is off.
     pub periodic_notification: Option<Duration>,
     pub limits: Limits,
+    pub history: HistorySettings,
     pub allowed_origins: AllowedOrigins,
     /// When set, `POST /notify` needs `Authorization: Bearer <token>`.
     pub notify_token: Option<String>,
@@ -123,6 +139,19 @@ impl Config {
                 expected: "a size no larger than MAX_FRAME_BYTES",
             });
         }
+        let history = HistorySettings {
+            size: env.number("HISTORY_SIZE", 100, 1..=10_000)?,
+            ttl: env.seconds("HISTORY_TTL", 86_400, 1)?,
+            on_join: env.number("HISTORY_ON_JOIN", 50, 0..=10_000)?,
+            memory_bytes: env.number("HISTORY_MEMORY_BYTES", 64 << 20, 1 << 16..=1 << 40)?,
+        };
+        if history.on_join > history.size {
+            return Err(ConfigError {
+                var: "HISTORY_ON_JOIN",
+                value: history.on_join.to_string(),
+                expected: "a number of events no larger than HISTORY_SIZE",
+            });
+        }
         let periodic = env.seconds("PERIODIC_NOTIFICATION", 10, 0)?;
         Ok(Config {
             api_host: env.text("API_HOST").unwrap_or_else(|| "127.0.0.1".into()),
@@ -134,6 +163,7 @@ impl Config {
             shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL", 5, 1)?,
             periodic_notification: (!periodic.is_zero()).then_some(periodic),
             limits,
+            history,
             allowed_origins: allowed_origins(&env),
             notify_token: env.text("NOTIFY_TOKEN"),
         })
@@ -259,13 +289,17 @@ fn expected_range(var: &str) -> &'static str {
         "REDIS_PORT" => "a port number from 1 to 65535",
         "WORKERS" => "a whole number of worker threads from 1 to 1024",
         "PERIODIC_NOTIFICATION" | "SHUTDOWN_TIMEOUT" => "a whole number of seconds, 0 or more",
-        "HEARTBEAT_INTERVAL" | "CLIENT_TIMEOUT" | "SHUTDOWN_PROGRESS_INTERVAL" => {
+        "HEARTBEAT_INTERVAL" | "CLIENT_TIMEOUT" | "SHUTDOWN_PROGRESS_INTERVAL" | "HISTORY_TTL" => {
             "a whole number of seconds, 1 or more"
         }
         "MAX_FRAME_BYTES" => "a size in bytes from 64 to 16777216",
         "MAX_PENDING_BYTES" => "a size in bytes from 1024 to 1073741824",
         "MAX_MESSAGE_BYTES" => "a size in bytes from 1 to 1048576",
         "MAX_NAME_CHARS" => "a whole number of characters from 1 to 256",
+        "MAX_ROOMS_PER_CONNECTION" => "a whole number of rooms from 1 to 1000",
+        "HISTORY_SIZE" => "a whole number of events from 1 to 10000",
+        "HISTORY_ON_JOIN" => "a whole number of events from 0 to 10000",
+        "HISTORY_MEMORY_BYTES" => "a size in bytes from 65536 to 1099511627776",
         _ => "a positive whole number",
     }
 }

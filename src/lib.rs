@@ -7,8 +7,10 @@
 
 pub mod actors;
 pub mod config;
+pub mod fanout;
 pub mod frame_guard;
 pub mod healthcheck;
+pub mod history;
 pub mod http;
 pub mod protocol;
 pub mod rate_limit;

@@ -13,6 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use actix_web::web::Bytes;
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::history::{Since, SinceError};
 
 /// A serialized event, shared by every session it is delivered to.
 pub type Frame = ByteString;
@@ -177,8 +180,12 @@ pub enum ClientFrame {
         room: Option<RoomName>,
         text: String,
     },
-    /// Join a room (again, if already a member: answered with `joined`).
-    Join { room: RoomName },
+    /// Join a room (again, if already a member: answered with `joined`),
+    /// resuming after `since` when given.
+    Join {
+        room: RoomName,
+        since: Option<Since>,
+    },
     /// Leave a room.
     Leave { room: RoomName },
 }
@@ -212,6 +219,8 @@ pub enum FrameError {
     NotAMember(RoomName),
     #[error("a connection may be in at most {0} rooms; leave one first")]
     TooManyRooms(usize),
+    #[error("{0}")]
+    BadSince(#[from] SinceError),
 }
 
 impl FrameError {
@@ -231,6 +240,7 @@ impl FrameError {
             FrameError::BadRoom(_) | FrameError::MissingRoom(_) => "bad_room",
             FrameError::NotAMember(_) => "not_a_member",
             FrameError::TooManyRooms(_) => "too_many_rooms",
+            FrameError::BadSince(_) => "bad_since",
         }
     }
 }
@@ -257,6 +267,10 @@ pub fn parse_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, 
         }
         "join" => Ok(ClientFrame::Join {
             room: room_field(&fields)?.ok_or(FrameError::MissingRoom("join"))?,
+            since: match fields.get("since") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(since) => Some(Since::from_json(since)?),
+            },
         }),
         "leave" => Ok(ClientFrame::Leave {
             room: room_field(&fields)?.ok_or(FrameError::MissingRoom("leave"))?,
@@ -316,14 +330,24 @@ pub enum ServerEvent<'a> {
         name: &'a str,
         online: usize,
         server: &'a str,
-        /// A `joined` object for each room the connection starts in.
-        rooms: Vec<ServerEvent<'a>>,
+        /// A `joined` event for each room the connection starts in.
+        rooms: Vec<&'a RawValue>,
         ts: u64,
     },
     Joined {
         room: &'a str,
+        /// The room's epoch: what its offsets are numbered in.
+        epoch: &'a str,
+        /// The room's last offset when the history below was read.
+        offset: u64,
         /// Members on every process, this one included.
         members: usize,
+        /// Set when the client asked to resume `since` an offset: whether
+        /// `history` is exactly what it missed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// Stored events, oldest first, as live members got them.
+        history: Vec<&'a RawValue>,
         ts: u64,
     },
     Left {
@@ -333,6 +357,10 @@ pub enum ServerEvent<'a> {
     Echo {
         id: &'a str,
         room: &'a str,
+        /// Its place in the room's history; absent while the history store
+        /// (Redis) is away.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
         message: &'a str,
         from: Sender<'a>,
         ts: u64,
@@ -342,6 +370,9 @@ pub enum ServerEvent<'a> {
         /// Set for a notice to one room; everyone-notices have none.
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<&'a str>,
+        /// Set with `room`: a room notice is stored like chat.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
         message: &'a str,
         ts: u64,
     },
@@ -446,7 +477,10 @@ mod tests {
         let cases = [
             (
                 r#"{"type":"join","room":"ops"}"#,
-                ClientFrame::Join { room: ops.clone() },
+                ClientFrame::Join {
+                    room: ops.clone(),
+                    since: None,
+                },
             ),
             (
                 r#"{"type":"leave","room":"ops"}"#,
@@ -487,6 +521,16 @@ mod tests {
                 "bad_room",
             ),
             ("unknown type", r#"{"type":"dance"}"#, "bad_frame"),
+            (
+                "since not an object",
+                r#"{"type":"join","room":"a","since":3}"#,
+                "bad_since",
+            ),
+            (
+                "negative since",
+                r#"{"type":"join","room":"a","since":{"offset":-1,"epoch":"e"}}"#,
+                "bad_since",
+            ),
             ("blank chat", r#"{"type":"message","message":" "}"#, "empty"),
             (
                 "long chat",
@@ -537,6 +581,7 @@ mod tests {
         let frame = ServerEvent::Notification {
             id: "m1",
             room: None,
+            offset: None,
             message: "hi",
             ts: 5,
         }

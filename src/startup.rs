@@ -234,17 +234,30 @@ type Bridge = (Addr<RedisBridge>, Arc<BridgeStatus>);
 /// know each other's address, so the bridge's context exists before the hub.
 fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Bridge>) {
     let Some(settings) = &config.redis else {
-        return (ChatHub::new(server_id.clone(), None).start(), None);
+        return (
+            ChatHub::new(server_id.clone(), config.history.clone(), None).start(),
+            None,
+        );
     };
     let bridge_ctx = Context::<RedisBridge>::new();
+    let bridge = bridge_ctx.address();
     let link = BridgeLink {
-        publish: bridge_ctx.address().recipient(),
-        rooms: bridge_ctx.address().recipient(),
+        publish: bridge.clone().recipient(),
+        store: bridge.clone().recipient(),
+        read: bridge.clone().recipient(),
+        page: bridge.clone().recipient(),
+        rooms: bridge.recipient(),
     };
-    let hub = ChatHub::new(server_id.clone(), Some(link)).start();
+    let hub = ChatHub::new(server_id.clone(), config.history.clone(), Some(link)).start();
     let status = Arc::new(BridgeStatus::default());
-    let bridge = RedisBridge::new(settings, server_id.clone(), hub.clone(), status.clone())
-        .expect("Config::from_lookup checked that the Redis URL parses");
+    let bridge = RedisBridge::new(
+        settings,
+        config.history.clone(),
+        server_id.clone(),
+        hub.clone(),
+        status.clone(),
+    )
+    .expect("Config::from_lookup checked that the Redis URL parses");
     (hub, Some((bridge_ctx.run(bridge), status)))
 }
 

@@ -1,31 +1,38 @@
-//! `ChatHub`: the one actor per process that knows who is connected and
-//! which rooms they are in.
+//! `ChatHub`: the one actor per process that knows who is connected, which
+//! rooms they are in, and where each room's history is.
 //!
-//! It owns the membership (session id → the session's [`Recipient<Deliver>`],
-//! display name and rooms; room → its sessions), the other processes' counts
-//! as the Redis bridge last reported them, and the drain state. Sessions send
-//! it [`Connect`], [`Join`], [`Leave`], [`Say`] and [`Disconnect`]; the ticker
-//! and `POST /notify` send [`Notify`]; the Redis bridge sends [`Remote`],
-//! [`PeerCount`] and asks [`Census`]; the shutdown coordinator sends
-//! [`Drain`] and [`ForceClose`]; HTTP handlers ask [`Count`] and [`ListRooms`].
-//! It answers with [`Deliver`] to sessions, and tells the bridge [`Publish`]
-//! for every event other processes need and [`RoomChange`] when a room gains
-//! its first local member or loses its last.
+//! It owns the membership (session id → display name and rooms, handed to a
+//! [`Fanout`] that knows who hears what), the history store (in memory
+//! without Redis, else the Redis bridge's streams), the other processes'
+//! counts as the bridge last reported them, and the drain state. Sessions
+//! send it [`Connect`], [`Join`], [`Leave`], [`Say`] and [`Disconnect`]; the
+//! ticker and `POST /notify` send [`Notify`]; HTTP handlers ask [`Count`],
+//! [`ListRooms`] and [`ReadPage`]; the Redis bridge sends [`Stored`],
+//! [`Remote`], [`HistoryRead`] and [`PeerCount`] and asks [`Census`]; the
+//! shutdown coordinator sends [`Drain`] and [`ForceClose`]. It answers with
+//! [`Deliver`] to sessions, and tells the bridge [`Publish`] and
+//! [`StoreEvent`] for what other processes need, [`ReadHistory`] when a join
+//! needs a room's history, and [`RoomChange`] when a room gains its first
+//! local member or loses its last.
 //!
-//! Every broadcast event is serialized and encoded as a WebSocket frame once
-//! here, and appended to its room's batch (or the everyone batch). The
-//! batches of one turn of the hub (everything its mailbox held) go out
-//! together at the end of the turn: every member of a room gets the same
-//! bytes, and a session gets one [`Deliver`] per turn carrying the frames of
-//! all its rooms, so under load the per-client cost of many events is one
-//! mailbox push and one socket write. A batch over 64 KiB goes out at once, so
-//! a mailbox that never runs dry does not hold it back. Events keep their
-//! order within a room; within one turn, a session in several rooms gets the
-//! everyone batch first, then each room's batch. A room exists only while it
-//! has members: one with none costs nothing, not even a map entry.
+//! Stored events (chat and room notices) get their room's next offset:
+//! - Without Redis the hub numbers them itself in a [`MemoryHistory`] and
+//!   delivers them at once.
+//! - With Redis the bridge numbers them in Redis, in the same atomic step that
+//!   appends them to the room's stream and publishes them, and hands them back
+//!   as [`Stored`]; only then do local members get them, one pipelined round
+//!   trip later, so a sender's own echo means "stored". While Redis is away
+//!   the bridge hands them back at once without an offset.
 //!
-//! Local clients are served without waiting for Redis; only other processes'
-//! clients do, and when Redis is away chat on this process goes on.
+//! A join with Redis waits for the room's history: the session is a joiner
+//! (see [`Fanout`]) until [`HistoryRead`] arrives; what the room says
+//! meanwhile is held with its offsets, and after `joined` the session gets
+//! exactly what is newer than the history it was given: no gap, no repeat.
+//! A connecting session waits for all its starting rooms this way, and its
+//! `welcome` (always its first event) carries them all.
+//!
+//! Local clients are served without waiting for other processes, and when
+//! Redis is away chat on this process goes on.
 //!
 //! Draining changes three things: every member (and every late joiner) gets a
 //! `shutdown_notice` with its own jittered reconnect delay, the hub tells the
@@ -37,9 +44,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::web::{Bytes, BytesMut};
+use actix_web::web::BytesMut;
 use actix_web_actors::ws::CloseCode;
+use serde_json::value::RawValue;
 
+use crate::config::HistorySettings;
+use crate::fanout::{Fanout, Held};
+use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
 use crate::protocol::{
     now_ms, DisplayName, Frame, RoomName, Sender, ServerEvent, ServerId, SessionId,
 };
@@ -55,8 +66,9 @@ pub struct Connect {
     pub name: DisplayName,
     /// Where the hub sends its events.
     pub session: Recipient<Deliver>,
-    /// The rooms it starts in, already checked and deduplicated.
-    pub rooms: Vec<RoomName>,
+    /// The rooms it starts in, checked and deduplicated, each with the
+    /// `since` it resumes after, if any.
+    pub rooms: Vec<(RoomName, Option<Since>)>,
 }
 
 /// A session is gone; it leaves every room it was in.
@@ -75,6 +87,8 @@ pub struct Join {
     pub id: SessionId,
     /// The room, created if it has no members yet.
     pub room: RoomName,
+    /// What the session has seen of the room already, to resume after.
+    pub since: Option<Since>,
 }
 
 /// A session leaves a room it is in (answered with `left`).
@@ -105,7 +119,7 @@ pub struct Say {
 pub struct Notify {
     /// The notification text.
     pub message: String,
-    /// Who gets it.
+    /// Who gets it; a room notice is stored like chat.
     pub audience: Audience,
     /// Whether other processes' clients get it too.
     pub scope: Scope,
@@ -135,7 +149,21 @@ pub enum Scope {
 pub struct Remote {
     /// Who it is for.
     pub audience: Audience,
+    /// Its offset in the room's history, when it was stored.
+    pub offset: Option<u64>,
     /// The event as the origin process serialized it.
+    pub frame: Frame,
+}
+
+/// A stored event of this process back from the bridge, for local members.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stored {
+    /// The room it was said in.
+    pub room: RoomName,
+    /// Its offset; `None` when Redis was away and it is delivered unstored.
+    pub offset: Option<u64>,
+    /// The event as the members get it (with its offset, when it has one).
     pub frame: Frame,
 }
 
@@ -169,6 +197,28 @@ pub struct CensusReport {
 #[rtype(result = "Vec<(RoomName, usize)>")]
 pub struct ListRooms;
 
+/// Part of a room's history, for `GET /rooms/{R}/history`.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Option<HistoryPage>")]
+pub struct ReadPage {
+    /// The room.
+    pub room: RoomName,
+    /// Which events.
+    pub page: Page,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The answer to [`ReadPage`]; `None` when the history store is away.
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub epoch: Epoch,
+    /// The room's last offset.
+    pub offset: u64,
+    /// Oldest first.
+    pub events: Vec<(u64, Frame)>,
+}
+
 /// Begin draining; answers how many clients were told.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -195,15 +245,15 @@ pub struct Count;
 pub enum Deliver {
     /// One or more events, already encoded as WebSocket text frames, to write
     /// as they are.
-    Frames(Bytes),
+    Frames(actix_web::web::Bytes),
     /// One turn's frames for a session in several rooms: each room's batch,
     /// shared with that room's other members, in order.
-    FrameLists(Vec<Bytes>),
+    FrameLists(Vec<actix_web::web::Bytes>),
     /// Close the connection with this code and reason.
     Close(CloseCode, &'static str),
 }
 
-/// An event for the other processes, handed to the Redis bridge.
+/// An event for the other processes, not stored, handed to the Redis bridge.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Publish {
@@ -211,6 +261,49 @@ pub struct Publish {
     pub audience: Audience,
     /// The event as this process serialized it; other processes deliver it as is.
     pub frame: Frame,
+}
+
+/// An event to store in a room's history (Redis): the bridge gives it its
+/// offset, appends and publishes it, and hands it back as [`Stored`].
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct StoreEvent {
+    /// The room.
+    pub room: RoomName,
+    /// The event without its offset, which Redis adds.
+    pub event: Frame,
+}
+
+/// A join needs a room's history (Redis); answered with [`HistoryRead`].
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct ReadHistory {
+    /// The session joining.
+    pub session: SessionId,
+    /// The room.
+    pub room: RoomName,
+    /// Resume after this, when it can be served.
+    pub since: Option<Since>,
+    /// Otherwise the latest this many.
+    pub latest: usize,
+    /// Names the join, for the answer.
+    pub request: u64,
+}
+
+/// The bridge's answer to [`ReadHistory`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HistoryRead {
+    /// The session joining.
+    pub session: SessionId,
+    /// The room.
+    pub room: RoomName,
+    /// The join it answers.
+    pub request: u64,
+    /// Whether the join asked to resume (so the answer says `recovered`).
+    pub asked_since: bool,
+    /// `None` when Redis was away or failed.
+    pub replay: Option<Replay>,
 }
 
 /// A room gained its first local member, or lost its last: the bridge
@@ -225,6 +318,9 @@ pub enum RoomChange {
 /// Where the hub reaches the Redis bridge, when there is one.
 pub struct BridgeLink {
     pub publish: Recipient<Publish>,
+    pub store: Recipient<StoreEvent>,
+    pub read: Recipient<ReadHistory>,
+    pub page: Recipient<ReadPage>,
     pub rooms: Recipient<RoomChange>,
 }
 
@@ -242,21 +338,22 @@ pub struct HubEmpty;
 /// reconnecting; spreading reconnects keeps a deploy from becoming a storm.
 const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
 
-/// Batches this large in all go out at once rather than at the end of the turn.
-const MAX_BATCH_BYTES: usize = 64 * 1024;
-
 struct Member {
     name: DisplayName,
     session: Recipient<Deliver>,
-    /// The rooms it is in; at most MAX_ROOMS_PER_CONNECTION, so a list.
+    /// The rooms it is in or joining; at most MAX_ROOMS_PER_CONNECTION, so a list.
     rooms: Vec<RoomName>,
+    /// Set until its `welcome` is sent: its starting rooms' histories.
+    arriving: Option<Arriving>,
 }
 
-/// A room with local members, and its frames of this turn.
+/// A connecting session's starting rooms, as their histories come in.
 #[derive(Default)]
-struct Room {
-    members: HashMap<SessionId, Recipient<Deliver>>,
-    batch: BytesMut,
+struct Arriving {
+    requests: HashMap<RoomName, u64>,
+    replays: HashMap<RoomName, Option<Replay>>,
+    /// The rooms it asked to resume in.
+    resuming: Vec<RoomName>,
 }
 
 struct DrainState {
@@ -275,43 +372,49 @@ impl DrainState {
     }
 }
 
+/// Where stored events get their offsets.
+enum Store {
+    /// No Redis: this process numbers and keeps them.
+    Memory(MemoryHistory),
+    /// Redis: the bridge does.
+    Redis,
+}
+
 /// The membership of this process; see the module docs.
 pub struct ChatHub {
     server: ServerId,
     members: HashMap<SessionId, Member>,
-    rooms: HashMap<RoomName, Room>,
+    fanout: Fanout,
+    store: Store,
+    history: HistorySettings,
     bridge: Option<BridgeLink>,
     peers: PeerCount,
     next_message: u64,
+    next_request: u64,
     draining: Option<DrainState>,
-    /// Frames for every member this turn, not yet handed out.
-    everyone: BytesMut,
-    /// Rooms whose batch holds frames this turn, in the order first used.
-    touched: Vec<RoomName>,
-    /// Bytes in all batches of this turn.
-    batched: usize,
-    /// Sessions in more than one room; while there are none, every room's
-    /// batch can go straight to its members.
-    multi_room: usize,
     flush_scheduled: bool,
 }
 
 impl ChatHub {
-    /// A hub for the process `server`; `bridge` (the Redis bridge) gets every
-    /// event meant for other processes, and every room opened or closed here.
-    pub fn new(server: ServerId, bridge: Option<BridgeLink>) -> Self {
+    /// A hub for the process `server`. With `bridge` (Redis) every event
+    /// meant for other processes and every room opened or closed here goes
+    /// to the bridge, and histories live in Redis; without, in memory.
+    pub fn new(server: ServerId, history: HistorySettings, bridge: Option<BridgeLink>) -> Self {
+        let store = match bridge {
+            Some(_) => Store::Redis,
+            None => Store::Memory(MemoryHistory::new(history.clone())),
+        };
         Self {
             server,
             members: HashMap::new(),
-            rooms: HashMap::new(),
+            fanout: Fanout::default(),
+            store,
+            history,
             bridge,
             peers: PeerCount::default(),
             next_message: 0,
+            next_request: 0,
             draining: None,
-            everyone: BytesMut::new(),
-            touched: Vec::new(),
-            batched: 0,
-            multi_room: 0,
             flush_scheduled: false,
         }
     }
@@ -324,91 +427,50 @@ impl ChatHub {
     /// Queues `frame` for the local members of `audience`. The batches go out
     /// when the hub's mailbox is empty ([`Flush`] runs after the messages
     /// already waiting), so a burst costs each session one delivery.
-    fn broadcast(&mut self, audience: &Audience, frame: &Frame, ctx: &mut Context<Self>) {
-        match audience {
-            Audience::Everyone if !self.members.is_empty() => {
-                wire::append_text(&mut self.everyone, frame.as_bytes());
-            }
-            Audience::Room(name) => {
-                let Some(room) = self.rooms.get_mut(name) else {
-                    return;
-                };
-                if room.batch.is_empty() {
-                    self.touched.push(name.clone());
-                }
-                wire::append_text(&mut room.batch, frame.as_bytes());
-            }
-            Audience::Everyone => return,
-        }
-        self.batched += frame.len();
-        if self.batched >= MAX_BATCH_BYTES {
+    fn broadcast(
+        &mut self,
+        audience: &Audience,
+        offset: Option<u64>,
+        frame: &Frame,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.fanout.push(audience, offset, frame) {
             // A mailbox that never runs dry must not hold the batch back.
-            self.flush();
+            self.fanout.flush();
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.notify(Flush);
         }
     }
 
-    /// Hands this turn's batches to the members; the bytes are shared, not
-    /// copied. The common turns (one room, or only everyone-events) go
-    /// straight to the members; a turn with several batches first gathers
-    /// each session's list, so it still gets one delivery.
-    fn flush(&mut self) {
-        self.batched = 0;
-        let everyone = (!self.everyone.is_empty()).then(|| self.everyone.split().freeze());
-        match (everyone, self.touched.len()) {
-            (None, 0) => {}
-            (Some(frames), 0) => {
-                for member in self.members.values() {
-                    member.session.do_send(Deliver::Frames(frames.clone()));
-                }
-            }
-            (None, 1) => {
-                let name = self.touched.pop().expect("one touched room");
-                let room = self
-                    .rooms
-                    .get_mut(&name)
-                    .expect("touched rooms have members");
-                let frames = room.batch.split().freeze();
-                for session in room.members.values() {
-                    session.do_send(Deliver::Frames(frames.clone()));
-                }
-            }
-            (everyone, _) => self.flush_lists(everyone),
-        }
-    }
-
-    fn flush_lists(&mut self, everyone: Option<Bytes>) {
-        let mut lists: HashMap<SessionId, Vec<Bytes>> = HashMap::new();
-        if let Some(frames) = everyone {
-            for id in self.members.keys() {
-                lists.insert(*id, vec![frames.clone()]);
-            }
-        }
-        for name in self.touched.drain(..) {
-            let room = self
-                .rooms
-                .get_mut(&name)
-                .expect("touched rooms have members");
-            let frames = room.batch.split().freeze();
-            for id in room.members.keys() {
-                lists.entry(*id).or_default().push(frames.clone());
-            }
-        }
-        for (id, mut list) in lists {
-            let deliver = if list.len() == 1 {
-                Deliver::Frames(list.pop().expect("one batch"))
-            } else {
-                Deliver::FrameLists(list)
-            };
-            self.members[&id].session.do_send(deliver);
-        }
-    }
-
     fn publish(&self, audience: Audience, frame: Frame) {
         if let Some(bridge) = &self.bridge {
             bridge.publish.do_send(Publish { audience, frame });
+        }
+    }
+
+    /// Stores and delivers an event of `room`: `encode` is given its offset
+    /// (or `None`, when Redis adds it) and returns the event.
+    fn store(
+        &mut self,
+        room: RoomName,
+        encode: impl FnOnce(Option<u64>) -> Frame,
+        ctx: &mut Context<Self>,
+    ) {
+        match &mut self.store {
+            Store::Memory(history) => {
+                let mut offset = 0;
+                let frame = history.append(&room, |n| {
+                    offset = n;
+                    encode(Some(n))
+                });
+                self.broadcast(&Audience::Room(room), Some(offset), &frame, ctx);
+            }
+            Store::Redis => {
+                let event = encode(None);
+                let bridge = self.bridge.as_ref().expect("a Redis store has a bridge");
+                bridge.store.do_send(StoreEvent { room, event });
+            }
         }
     }
 
@@ -419,40 +481,133 @@ impl ChatHub {
 
     /// Members of `room` on this process and, as last reported, the others.
     fn members_of(&self, room: &RoomName) -> usize {
-        let local = self.rooms.get(room).map_or(0, |r| r.members.len());
-        local + self.peers.rooms.get(room).copied().unwrap_or(0)
+        self.fanout.room_size(room) + self.peers.rooms.get(room).copied().unwrap_or(0)
     }
 
-    /// Puts session `id` into `room`, opening the room if it is new here.
-    fn enter(&mut self, id: SessionId, session: &Recipient<Deliver>, room: &RoomName) {
-        let entry = self.rooms.entry(room.clone()).or_insert_with(|| {
-            if let Some(bridge) = &self.bridge {
-                bridge.rooms.do_send(RoomChange::Opened(room.clone()));
-            }
-            Room::default()
-        });
-        entry.members.insert(id, session.clone());
+    fn room_opened(&self, opened: bool, room: &RoomName) {
+        if let (true, Some(bridge)) = (opened, &self.bridge) {
+            bridge.rooms.do_send(RoomChange::Opened(room.clone()));
+        }
     }
 
-    /// Takes session `id` out of `room`, closing the room if it was the last.
     fn exit(&mut self, id: SessionId, room: &RoomName) {
-        let Some(entry) = self.rooms.get_mut(room) else {
-            return;
-        };
-        entry.members.remove(&id);
-        if entry.members.is_empty() {
-            self.rooms.remove(room);
-            if let Some(bridge) = &self.bridge {
-                bridge.rooms.do_send(RoomChange::Closed(room.clone()));
+        if let (true, Some(bridge)) = (self.fanout.exit(id, room), &self.bridge) {
+            bridge.rooms.do_send(RoomChange::Closed(room.clone()));
+        }
+    }
+
+    /// Begins session `id`'s join of `room`: with the history in memory the
+    /// session is a member at once and the replay is returned; with Redis it
+    /// becomes a joiner and the history is asked for, under the request
+    /// number returned.
+    fn begin_join(
+        &mut self,
+        id: SessionId,
+        session: &Recipient<Deliver>,
+        room: &RoomName,
+        since: Option<Since>,
+    ) -> Result<Replay, u64> {
+        match &mut self.store {
+            Store::Memory(history) => {
+                let replay = history
+                    .room(room)
+                    .replay(since.as_ref(), self.history.on_join);
+                let opened = self.fanout.enter(id, session, room);
+                self.room_opened(opened, room);
+                Ok(replay)
+            }
+            Store::Redis => {
+                self.next_request += 1;
+                let request = self.next_request;
+                let opened = self.fanout.begin_join(id, room, request);
+                self.room_opened(opened, room);
+                let bridge = self.bridge.as_ref().expect("a Redis store has a bridge");
+                bridge.read.do_send(ReadHistory {
+                    session: id,
+                    room: room.clone(),
+                    since,
+                    latest: self.history.on_join,
+                    request,
+                });
+                Err(request)
             }
         }
     }
 
-    fn joined_event<'a>(&self, room: &'a RoomName) -> ServerEvent<'a> {
-        ServerEvent::Joined {
+    /// The `joined` event for `room`, as one encoded frame. Without a
+    /// replay (Redis away) the epoch is empty and the history too.
+    fn joined_json(&self, room: &RoomName, since_given: bool, replay: Option<&Replay>) -> String {
+        let history = replay.map_or_else(Vec::new, |r| raw_events(&r.events));
+        serde_json::to_string(&ServerEvent::Joined {
             room: room.as_str(),
+            epoch: replay.map_or("", |r| r.epoch.as_str()),
+            offset: replay.map_or(0, |r| r.offset),
             members: self.members_of(room),
+            recovered: replay.map_or(since_given.then_some(false), |r| r.recovered),
+            history,
             ts: now_ms(),
+        })
+        .expect("server events hold only strings, numbers and JSON")
+    }
+
+    /// Hands session `id` the events `held` for it while its join of `room`
+    /// waited, after its `joined`: those newer than what `replay` gave it.
+    fn deliver_held(session: &Recipient<Deliver>, held: Held, replay: Option<&Replay>) {
+        let top = replay.map_or(0, |r| r.offset);
+        let mut frames = BytesMut::new();
+        for (offset, frame) in held {
+            if offset.map_or(true, |o| o > top) {
+                wire::append_text(&mut frames, frame.as_bytes());
+            }
+        }
+        if !frames.is_empty() {
+            session.do_send(Deliver::Frames(frames.freeze()));
+        }
+    }
+
+    /// Sends the welcome of a session whose starting rooms are all in, then
+    /// what its rooms said while it waited; from then on it gets
+    /// everyone-events too.
+    fn welcome(&mut self, id: SessionId, arriving: Arriving) {
+        let Arriving {
+            requests,
+            mut replays,
+            resuming,
+        } = arriving;
+        let member = &self.members[&id];
+        let session = member.session.clone();
+        let joined: Vec<String> = member
+            .rooms
+            .iter()
+            .map(|room| {
+                let replay = replays.get(room).and_then(Option::as_ref);
+                self.joined_json(room, resuming.contains(room), replay)
+            })
+            .collect();
+        let rooms: Vec<&RawValue> = joined
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        let client_id = id.client_id(&self.server);
+        let welcome = ServerEvent::Welcome {
+            client_id: &client_id,
+            name: member.name.as_str(),
+            online: self.members.len() + self.peers.clients,
+            server: self.server.as_str(),
+            rooms,
+            ts: now_ms(),
+        }
+        .to_wire();
+        session.do_send(Deliver::Frames(welcome));
+        self.fanout.add_session(id, session.clone());
+        for (room, request) in requests {
+            if let Some(held) = self.fanout.finish_join(id, &session, &room, request) {
+                let replay = replays.remove(&room).flatten();
+                Self::deliver_held(&session, held, replay.as_ref());
+            }
+        }
+        if let Some(drain) = &self.draining {
+            self.send_shutdown_notice(&session, drain.deadline);
         }
     }
 
@@ -478,8 +633,27 @@ impl ChatHub {
     }
 }
 
+/// Stored events as raw JSON for a `history` list; one that is not JSON
+/// (which only a foreign writer to Redis could leave) is skipped.
+fn raw_events(events: &[(u64, Frame)]) -> Vec<&RawValue> {
+    events
+        .iter()
+        .filter_map(|(_, frame)| serde_json::from_str(frame).ok())
+        .collect()
+}
+
 impl Actor for ChatHub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Store::Memory(history) = &self.store {
+            ctx.run_interval(history.sweep_interval(), |act, _| {
+                if let Store::Memory(history) = &mut act.store {
+                    history.expire(Instant::now());
+                }
+            });
+        }
+    }
 }
 
 impl Handler<Connect> for ChatHub {
@@ -487,7 +661,7 @@ impl Handler<Connect> for ChatHub {
 
     fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
         // What was broadcast before it arrived is not for it.
-        self.flush();
+        self.fanout.flush();
         let Connect {
             id,
             name,
@@ -495,46 +669,92 @@ impl Handler<Connect> for ChatHub {
             rooms,
         } = msg;
         let finished = self.draining.as_ref().is_some_and(DrainState::finished);
-        if !finished {
-            for room in &rooms {
-                self.enter(id, &session, room);
-            }
-        }
-        let client_id = id.client_id(&self.server);
-        let welcome = ServerEvent::Welcome {
-            client_id: &client_id,
-            name: name.as_str(),
-            online: self.members.len() + 1 + self.peers.clients,
-            server: self.server.as_str(),
-            rooms: rooms.iter().map(|room| self.joined_event(room)).collect(),
-            ts: now_ms(),
-        }
-        .to_wire();
-        session.do_send(Deliver::Frames(welcome));
-        if let Some(drain) = &self.draining {
-            // Accepted just before the drain began: it leaves like the others.
-            self.send_shutdown_notice(&session, drain.deadline);
-            if finished {
-                // Too late even for that: close it now, with 1001, rather
-                // than let the stopping server drop it.
-                session.do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
-                return;
-            }
-        }
         log::debug!(
-            "connected client_id={client_id} name={:?} rooms={}",
+            "connected client_id={} name={:?} rooms={}",
+            id.client_id(&self.server),
             name.as_str(),
             rooms.len()
         );
-        self.multi_room += usize::from(rooms.len() > 1);
+        let mut arriving = Arriving {
+            resuming: rooms
+                .iter()
+                .filter(|(_, since)| since.is_some())
+                .map(|(room, _)| room.clone())
+                .collect(),
+            ..Arriving::default()
+        };
         self.members.insert(
             id,
             Member {
                 name,
-                session,
-                rooms,
+                session: session.clone(),
+                rooms: rooms.iter().map(|(room, _)| room.clone()).collect(),
+                arriving: None,
             },
         );
+        if finished {
+            // Too late even for a drain: welcome it, tell it, and close it
+            // with 1001 rather than let the stopping server drop it.
+            self.welcome(id, arriving);
+            session.do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+            let member = self.members.remove(&id).expect("inserted above");
+            self.fanout.remove_session(id, &member.rooms);
+            return;
+        }
+        for (room, since) in rooms {
+            match self.begin_join(id, &session, &room, since) {
+                Ok(replay) => {
+                    arriving.replays.insert(room, Some(replay));
+                }
+                Err(request) => {
+                    arriving.requests.insert(room, request);
+                }
+            }
+        }
+        if arriving.requests.is_empty() {
+            self.welcome(id, arriving);
+        } else {
+            self.members.get_mut(&id).expect("inserted above").arriving = Some(arriving);
+        }
+    }
+}
+
+impl Handler<HistoryRead> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: HistoryRead, _: &mut Self::Context) {
+        // The members hear what was said before the history was read first.
+        self.fanout.flush();
+        let HistoryRead {
+            session: id,
+            room,
+            request,
+            asked_since,
+            replay,
+        } = msg;
+        if !self.fanout.is_joining(id, &room, request) {
+            // The session left the room, or is gone, or asked again since.
+            return;
+        }
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if let Some(arriving) = member.arriving.as_mut() {
+            arriving.replays.insert(room, replay);
+            if arriving.replays.len() >= arriving.requests.len() {
+                let arriving = member.arriving.take().expect("checked above");
+                self.welcome(id, arriving);
+            }
+            return;
+        }
+        let session = member.session.clone();
+        let held = self
+            .fanout
+            .finish_join(id, &session, &room, request)
+            .expect("joining, checked above");
+        let joined = self.joined_json(&room, asked_since, replay.as_ref());
+        session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
+        Self::deliver_held(&session, held, replay.as_ref());
     }
 }
 
@@ -543,14 +763,14 @@ impl Handler<Disconnect> for ChatHub {
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
         // It was a member for everything said before it left.
-        self.flush();
+        self.fanout.flush();
         let Some(member) = self.members.remove(&msg.id) else {
             return;
         };
-        self.multi_room -= usize::from(member.rooms.len() > 1);
         for room in &member.rooms {
             self.exit(msg.id, room);
         }
+        self.fanout.remove_session(msg.id, &[]);
         log::debug!("disconnected client_id={}", msg.id.client_id(&self.server));
         self.tell_if_drained();
     }
@@ -562,17 +782,20 @@ impl Handler<Join> for ChatHub {
     fn handle(&mut self, msg: Join, _: &mut Self::Context) {
         // `joined` comes after what its other rooms said before it, and
         // before anything said in the new room after it.
-        self.flush();
-        let Some(member) = self.members.get_mut(&msg.id) else {
+        self.fanout.flush();
+        let Join { id, room, since } = msg;
+        let Some(member) = self.members.get_mut(&id) else {
             return;
         };
         let session = member.session.clone();
-        if !member.rooms.contains(&msg.room) {
-            member.rooms.push(msg.room.clone());
-            self.multi_room += usize::from(member.rooms.len() == 2);
-            self.enter(msg.id, &session, &msg.room);
+        if !member.rooms.contains(&room) {
+            member.rooms.push(room.clone());
         }
-        session.do_send(Deliver::Frames(self.joined_event(&msg.room).to_wire()));
+        let asked_since = since.is_some();
+        if let Ok(replay) = self.begin_join(id, &session, &room, since) {
+            let joined = self.joined_json(&room, asked_since, Some(&replay));
+            session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
+        }
     }
 }
 
@@ -581,15 +804,14 @@ impl Handler<Leave> for ChatHub {
 
     fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
         // It was a member for everything said before it left.
-        self.flush();
+        self.fanout.flush();
         let Some(member) = self.members.get_mut(&msg.id) else {
             return;
         };
         let Some(at) = member.rooms.iter().position(|room| *room == msg.room) else {
             return;
         };
-        member.rooms.swap_remove(at);
-        self.multi_room -= usize::from(member.rooms.len() == 1);
+        member.rooms.remove(at);
         let left = ServerEvent::Left {
             room: msg.room.as_str(),
             ts: now_ms(),
@@ -611,20 +833,23 @@ impl Handler<Say> for ChatHub {
         let id = self.next_message_id();
         let sender = self.speaker(msg.from, &msg.room).expect("checked above");
         let client_id = msg.from.client_id(&self.server);
-        let frame = ServerEvent::Echo {
-            id: &id,
-            room: msg.room.as_str(),
-            message: &msg.text,
-            from: Sender {
-                id: &client_id,
-                name: sender.name.as_str(),
-            },
-            ts: now_ms(),
-        }
-        .encode();
-        let audience = Audience::Room(msg.room);
-        self.broadcast(&audience, &frame, ctx);
-        self.publish(audience, frame);
+        let name = sender.name.clone();
+        let room = msg.room.clone();
+        let encode = |offset| {
+            ServerEvent::Echo {
+                id: &id,
+                room: room.as_str(),
+                offset,
+                message: &msg.text,
+                from: Sender {
+                    id: &client_id,
+                    name: name.as_str(),
+                },
+                ts: now_ms(),
+            }
+            .encode()
+        };
+        self.store(msg.room, encode, ctx);
     }
 }
 
@@ -633,30 +858,40 @@ impl Handler<Notify> for ChatHub {
 
     fn handle(&mut self, msg: Notify, ctx: &mut Self::Context) -> usize {
         let id = self.next_message_id();
-        let room = match &msg.audience {
-            Audience::Everyone => None,
-            Audience::Room(room) => Some(room.as_str()),
-        };
-        let frame = ServerEvent::Notification {
-            id: &id,
-            room,
-            message: &msg.message,
-            ts: now_ms(),
-        }
-        .encode();
-        self.broadcast(&msg.audience, &frame, ctx);
-        let (local, everywhere) = match &msg.audience {
-            Audience::Everyone => (self.members.len(), self.members.len() + self.peers.clients),
-            Audience::Room(room) => (
-                self.rooms.get(room).map_or(0, |r| r.members.len()),
-                self.members_of(room),
-            ),
-        };
-        match msg.scope {
-            Scope::Local => local,
-            Scope::Everywhere => {
-                self.publish(msg.audience, frame);
-                everywhere
+        let local_only = msg.scope == Scope::Local;
+        match msg.audience {
+            Audience::Everyone => {
+                let frame = ServerEvent::Notification {
+                    id: &id,
+                    room: None,
+                    offset: None,
+                    message: &msg.message,
+                    ts: now_ms(),
+                }
+                .encode();
+                self.broadcast(&Audience::Everyone, None, &frame, ctx);
+                let local = self.fanout.session_count();
+                if local_only {
+                    return local;
+                }
+                self.publish(Audience::Everyone, frame);
+                local + self.peers.clients
+            }
+            Audience::Room(room) => {
+                // Room notices are stored, and so reach every process.
+                let reached = self.members_of(&room);
+                let encode = |offset| {
+                    ServerEvent::Notification {
+                        id: &id,
+                        room: Some(room.as_str()),
+                        offset,
+                        message: &msg.message,
+                        ts: now_ms(),
+                    }
+                    .encode()
+                };
+                self.store(room.clone(), encode, ctx);
+                reached
             }
         }
     }
@@ -666,7 +901,15 @@ impl Handler<Remote> for ChatHub {
     type Result = ();
 
     fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
-        self.broadcast(&msg.audience, &msg.frame, ctx);
+        self.broadcast(&msg.audience, msg.offset, &msg.frame, ctx);
+    }
+}
+
+impl Handler<Stored> for ChatHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stored, ctx: &mut Self::Context) {
+        self.broadcast(&Audience::Room(msg.room), msg.offset, &msg.frame, ctx);
     }
 }
 
@@ -685,9 +928,9 @@ impl Handler<Census> for ChatHub {
         CensusReport {
             clients: self.members.len(),
             rooms: self
-                .rooms
-                .iter()
-                .map(|(name, room)| (name.clone(), room.members.len()))
+                .fanout
+                .rooms()
+                .map(|(name, members)| (name.clone(), members))
                 .collect(),
         }
     }
@@ -699,8 +942,8 @@ impl Handler<ListRooms> for ChatHub {
     fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
         let mut rooms: HashMap<&RoomName, usize> =
             self.peers.rooms.iter().map(|(r, n)| (r, *n)).collect();
-        for (name, room) in &self.rooms {
-            *rooms.entry(name).or_default() += room.members.len();
+        for (name, members) in self.fanout.rooms() {
+            *rooms.entry(name).or_default() += members;
         }
         let mut rooms: Vec<(RoomName, usize)> =
             rooms.into_iter().map(|(r, n)| (r.clone(), n)).collect();
@@ -709,12 +952,36 @@ impl Handler<ListRooms> for ChatHub {
     }
 }
 
+impl Handler<ReadPage> for ChatHub {
+    type Result = ResponseFuture<Option<HistoryPage>>;
+
+    fn handle(&mut self, msg: ReadPage, _: &mut Self::Context) -> Self::Result {
+        match (&mut self.store, &self.bridge) {
+            (Store::Memory(history), _) => {
+                let room = history.room(&msg.room);
+                let page = HistoryPage {
+                    epoch: room.epoch().clone(),
+                    offset: room.top(),
+                    events: room.page(msg.page, msg.limit),
+                };
+                Box::pin(std::future::ready(Some(page)))
+            }
+            (Store::Redis, Some(bridge)) => {
+                let ask = bridge.page.send(msg);
+                Box::pin(async move { ask.await.ok().flatten() })
+            }
+            (Store::Redis, None) => Box::pin(std::future::ready(None)),
+        }
+    }
+}
+
 impl Handler<Drain> for ChatHub {
     type Result = usize;
 
     fn handle(&mut self, msg: Drain, _: &mut Self::Context) -> usize {
-        self.flush();
-        for member in self.members.values() {
+        self.fanout.flush();
+        for member in self.members.values().filter(|m| m.arriving.is_none()) {
+            // Arriving ones are told right after their welcome.
             self.send_shutdown_notice(&member.session, msg.deadline);
         }
         self.draining = Some(DrainState {
@@ -731,7 +998,7 @@ impl Handler<ForceClose> for ChatHub {
     type Result = usize;
 
     fn handle(&mut self, _: ForceClose, _: &mut Self::Context) -> usize {
-        self.flush();
+        self.fanout.flush();
         if let Some(drain) = self.draining.as_mut() {
             drain.closing = true;
         }
@@ -750,7 +1017,7 @@ impl Handler<Flush> for ChatHub {
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {
         self.flush_scheduled = false;
-        self.flush();
+        self.fanout.flush();
     }
 }
 
@@ -769,422 +1036,4 @@ pub fn seconds_left(deadline: Instant) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::sync::mpsc;
-
-    /// Stands in for a session: forwards every event it is delivered, one
-    /// JSON text at a time, to a channel.
-    struct Probe(mpsc::UnboundedSender<String>);
-
-    impl Actor for Probe {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<Deliver> for Probe {
-        type Result = ();
-        fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-            match msg {
-                Deliver::Frames(frames) => {
-                    for event in wire::text_payloads(&frames) {
-                        let _ = self.0.send(event);
-                    }
-                }
-                Deliver::FrameLists(lists) => {
-                    for event in lists.iter().flat_map(|f| wire::text_payloads(f)) {
-                        let _ = self.0.send(event);
-                    }
-                }
-                Deliver::Close(code, _) => {
-                    let _ = self.0.send(format!("close {}", u16::from(code)));
-                }
-            }
-        }
-    }
-
-    fn probe() -> (Recipient<Deliver>, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Probe(tx).start().recipient(), rx)
-    }
-
-    async fn next_event(rx: &mut mpsc::UnboundedReceiver<String>) -> serde_json::Value {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(event)) => serde_json::from_str(&event).expect(&event),
-            other => panic!("expected an event, got {other:?}"),
-        }
-    }
-
-    fn connect(hub: &Addr<ChatHub>, name: &str) -> mpsc::UnboundedReceiver<String> {
-        let (session, rx) = probe();
-        hub.do_send(Connect {
-            id: SessionId::next(),
-            name: DisplayName::parse(name, 32).unwrap(),
-            session,
-            rooms: vec![RoomName::general()],
-        });
-        rx
-    }
-
-    #[actix_rt::test]
-    async fn a_say_reaches_every_member_with_the_same_bytes() {
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (ana_session, mut ana) = probe();
-        let ana_id = SessionId::next();
-        hub.do_send(Connect {
-            id: ana_id,
-            name: DisplayName::parse("ana", 32).unwrap(),
-            session: ana_session,
-            rooms: vec![RoomName::general()],
-        });
-        let mut bo = connect(&hub, "bo");
-        assert_eq!(next_event(&mut ana).await["type"], "welcome");
-        assert_eq!(next_event(&mut bo).await["online"], 2);
-
-        hub.do_send(Say {
-            from: ana_id,
-            room: RoomName::general(),
-            text: "hi".into(),
-        });
-
-        let (a, b) = (next_event(&mut ana).await, next_event(&mut bo).await);
-        assert_eq!(a, b);
-        assert_eq!(a["type"], "echo");
-        assert_eq!(a["from"]["name"], "ana");
-    }
-
-    #[actix_rt::test]
-    async fn a_session_that_joins_after_the_drain_finished_is_closed_with_1001() {
-        struct Ignore;
-        impl Actor for Ignore {
-            type Context = Context<Self>;
-        }
-        impl Handler<HubEmpty> for Ignore {
-            type Result = ();
-            fn handle(&mut self, _: HubEmpty, _: &mut Self::Context) {}
-        }
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let told = hub
-            .send(Drain {
-                deadline: Instant::now() + Duration::from_secs(30),
-                on_empty: Ignore.start().recipient(),
-            })
-            .await
-            .unwrap();
-        assert_eq!(told, 0, "empty at once, so the coordinator is already told");
-
-        let mut late = connect(&hub, "late");
-
-        assert_eq!(next_event(&mut late).await["type"], "welcome");
-        assert_eq!(next_event(&mut late).await["type"], "shutdown_notice");
-        let close = tokio::time::timeout(Duration::from_secs(5), late.recv()).await;
-        assert_eq!(close.unwrap().as_deref(), Some("close 1001"));
-        assert_eq!(hub.send(Count).await.unwrap(), 0);
-    }
-
-    #[actix_rt::test]
-    async fn the_messages_of_one_turn_reach_a_session_in_one_delivery() {
-        struct Counter(mpsc::UnboundedSender<usize>);
-        impl Actor for Counter {
-            type Context = Context<Self>;
-        }
-        impl Handler<Deliver> for Counter {
-            type Result = ();
-            fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-                match msg {
-                    Deliver::Frames(frames) => {
-                        let _ = self.0.send(wire::text_payloads(&frames).len());
-                    }
-                    Deliver::FrameLists(lists) => {
-                        let events = lists.iter().map(|f| wire::text_payloads(f).len());
-                        let _ = self.0.send(events.sum());
-                    }
-                    Deliver::Close(..) => {}
-                }
-            }
-        }
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (tx, mut deliveries) = mpsc::unbounded_channel();
-        let id = SessionId::next();
-        hub.do_send(Connect {
-            id,
-            name: DisplayName::guest(id),
-            session: Counter(tx).start().recipient(),
-            rooms: vec![RoomName::general()],
-        });
-
-        for n in 0..3 {
-            hub.do_send(Say {
-                from: id,
-                room: RoomName::general(),
-                text: format!("burst {n}"),
-            });
-        }
-
-        let mut sizes = Vec::new();
-        for _ in 0..2 {
-            let size = tokio::time::timeout(Duration::from_secs(5), deliveries.recv())
-                .await
-                .expect("a delivery in time")
-                .expect("the counter is alive");
-            sizes.push(size);
-        }
-        assert_eq!(
-            sizes,
-            [1, 3],
-            "the welcome alone, then the burst in one delivery"
-        );
-    }
-
-    #[actix_rt::test]
-    async fn a_drain_tells_every_member_and_reports_when_the_last_leaves() {
-        struct Watcher(mpsc::UnboundedSender<()>);
-        impl Actor for Watcher {
-            type Context = Context<Self>;
-        }
-        impl Handler<HubEmpty> for Watcher {
-            type Result = ();
-            fn handle(&mut self, _: HubEmpty, _: &mut Self::Context) {
-                let _ = self.0.send(());
-            }
-        }
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (session, mut rx) = probe();
-        let id = SessionId::next();
-        hub.do_send(Connect {
-            id,
-            name: DisplayName::guest(id),
-            session,
-            rooms: vec![RoomName::general()],
-        });
-        let (empty_tx, mut empty_rx) = mpsc::unbounded_channel();
-        let deadline = Instant::now() + Duration::from_secs(30);
-
-        let told = hub
-            .send(Drain {
-                deadline,
-                on_empty: Watcher(empty_tx).start().recipient(),
-            })
-            .await
-            .unwrap();
-
-        assert_eq!(told, 1);
-        next_event(&mut rx).await; // welcome
-        let notice = next_event(&mut rx).await;
-        assert_eq!(notice["type"], "shutdown_notice");
-        assert_eq!(notice["deadline_s"], 30);
-        let retry = notice["retry_after_ms"].as_u64().unwrap();
-        assert!(RETRY_AFTER_MS.contains(&retry), "{retry}");
-        assert!(empty_rx.try_recv().is_err(), "not empty yet");
-        hub.do_send(Disconnect { id });
-        tokio::time::timeout(Duration::from_secs(5), empty_rx.recv())
-            .await
-            .expect("told when the last member left");
-    }
-
-    fn room(name: &str) -> RoomName {
-        RoomName::parse(name).unwrap()
-    }
-
-    /// Connects a probe in `rooms`; its receiver has already taken the welcome.
-    async fn connect_in(
-        hub: &Addr<ChatHub>,
-        rooms: &[&str],
-    ) -> (SessionId, mpsc::UnboundedReceiver<String>) {
-        let (session, mut rx) = probe();
-        let id = SessionId::next();
-        hub.do_send(Connect {
-            id,
-            name: DisplayName::guest(id),
-            session,
-            rooms: rooms.iter().map(|r| room(r)).collect(),
-        });
-        let welcome = next_event(&mut rx).await;
-        assert_eq!(welcome["type"], "welcome");
-        assert_eq!(welcome["rooms"].as_array().unwrap().len(), rooms.len());
-        (id, rx)
-    }
-
-    #[actix_rt::test]
-    async fn a_message_reaches_only_its_room() {
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (ana, mut ana_rx) = connect_in(&hub, &["ops"]).await;
-        let (_, mut bo_rx) = connect_in(&hub, &["dev"]).await;
-        let (_, mut both_rx) = connect_in(&hub, &["ops", "dev"]).await;
-
-        hub.do_send(Say {
-            from: ana,
-            room: room("ops"),
-            text: "deploy".into(),
-        });
-
-        for rx in [&mut ana_rx, &mut both_rx] {
-            let echo = next_event(rx).await;
-            assert_eq!(
-                (echo["room"].as_str(), echo["message"].as_str()),
-                (Some("ops"), Some("deploy"))
-            );
-        }
-        hub.send(Count).await.unwrap();
-        assert!(bo_rx.try_recv().is_err(), "dev heard ops");
-    }
-
-    #[actix_rt::test]
-    async fn a_turn_across_rooms_is_one_delivery_per_session() {
-        struct Counter(mpsc::UnboundedSender<usize>);
-        impl Actor for Counter {
-            type Context = Context<Self>;
-        }
-        impl Handler<Deliver> for Counter {
-            type Result = ();
-            fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
-                let batches = match msg {
-                    Deliver::Frames(_) => 1,
-                    Deliver::FrameLists(lists) => lists.len(),
-                    Deliver::Close(..) => 0,
-                };
-                let _ = self.0.send(batches);
-            }
-        }
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (tx, mut deliveries) = mpsc::unbounded_channel();
-        let id = SessionId::next();
-        hub.do_send(Connect {
-            id,
-            name: DisplayName::guest(id),
-            session: Counter(tx).start().recipient(),
-            rooms: vec![room("a"), room("b")],
-        });
-
-        for name in ["a", "b", "a"] {
-            hub.do_send(Say {
-                from: id,
-                room: room(name),
-                text: "x".into(),
-            });
-        }
-        hub.do_send(Notify {
-            message: "all".into(),
-            audience: Audience::Everyone,
-            scope: Scope::Local,
-        });
-
-        let mut got = Vec::new();
-        for _ in 0..2 {
-            let next = tokio::time::timeout(Duration::from_secs(5), deliveries.recv()).await;
-            got.push(next.expect("a delivery in time").expect("alive"));
-        }
-        assert_eq!(
-            got,
-            [1, 3],
-            "the welcome, then everyone + a + b in one delivery"
-        );
-    }
-
-    #[actix_rt::test]
-    async fn rooms_open_and_close_with_their_first_and_last_member() {
-        struct Watcher(mpsc::UnboundedSender<RoomChange>);
-        impl Actor for Watcher {
-            type Context = Context<Self>;
-        }
-        impl Handler<RoomChange> for Watcher {
-            type Result = ();
-            fn handle(&mut self, msg: RoomChange, _: &mut Self::Context) {
-                let _ = self.0.send(msg);
-            }
-        }
-        impl Handler<Publish> for Watcher {
-            type Result = ();
-            fn handle(&mut self, _: Publish, _: &mut Self::Context) {}
-        }
-        let (tx, mut changes) = mpsc::unbounded_channel();
-        let watcher = Watcher(tx).start();
-        let link = BridgeLink {
-            publish: watcher.clone().recipient(),
-            rooms: watcher.recipient(),
-        };
-        let hub = ChatHub::new(ServerId::generate(), Some(link)).start();
-        let (one, mut one_rx) = connect_in(&hub, &["ops"]).await;
-        let (two, _two_rx) = connect_in(&hub, &["ops"]).await;
-
-        hub.do_send(Leave {
-            id: one,
-            room: room("ops"),
-        });
-        assert_eq!(next_event(&mut one_rx).await["type"], "left");
-        hub.do_send(Disconnect { id: two });
-        let census = hub.send(Census).await.unwrap();
-
-        assert!(
-            census.rooms.is_empty(),
-            "an empty room is forgotten: {census:?}"
-        );
-        let mut seen = Vec::new();
-        while let Ok(change) = changes.try_recv() {
-            seen.push(change);
-        }
-        assert_eq!(
-            seen,
-            [
-                RoomChange::Opened(room("ops")),
-                RoomChange::Closed(room("ops"))
-            ]
-        );
-    }
-
-    #[actix_rt::test]
-    async fn a_room_notice_counts_its_members_here_and_on_peers() {
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (_, mut ops_rx) = connect_in(&hub, &["ops"]).await;
-        let (_, mut dev_rx) = connect_in(&hub, &["dev"]).await;
-        hub.do_send(PeerCount {
-            clients: 7,
-            rooms: [(room("ops"), 3)].into_iter().collect(),
-        });
-        let notify = |audience| Notify {
-            message: "hi".into(),
-            audience,
-            scope: Scope::Everywhere,
-        };
-
-        let to_ops = hub.send(notify(Audience::Room(room("ops")))).await.unwrap();
-        let to_nobody = hub
-            .send(notify(Audience::Room(room("nobody"))))
-            .await
-            .unwrap();
-        let to_all = hub.send(notify(Audience::Everyone)).await.unwrap();
-
-        assert_eq!((to_ops, to_nobody, to_all), (4, 0, 9));
-        let notice = next_event(&mut ops_rx).await;
-        assert_eq!(notice["room"], "ops");
-        let everyone = next_event(&mut dev_rx).await;
-        assert!(everyone.get("room").is_none(), "{everyone}");
-        let rooms = hub.send(ListRooms).await.unwrap();
-        assert_eq!(rooms, [(room("dev"), 1), (room("ops"), 4)]);
-    }
-
-    #[actix_rt::test]
-    async fn single_room_sessions_get_only_their_room_when_many_rooms_speak_at_once() {
-        let hub = ChatHub::new(ServerId::generate(), None).start();
-        let (both, _both_rx) = connect_in(&hub, &["a", "b"]).await;
-        let (ana, mut ana_rx) = connect_in(&hub, &["a"]).await;
-        let (bo, mut bo_rx) = connect_in(&hub, &["b"]).await;
-        // With the two-room session gone, no session is in more than one room.
-        hub.do_send(Disconnect { id: both });
-
-        for (from, name) in [(ana, "a"), (bo, "b"), (ana, "a")] {
-            hub.do_send(Say {
-                from,
-                room: room(name),
-                text: name.into(),
-            });
-        }
-
-        for (rx, name, count) in [(&mut ana_rx, "a", 2), (&mut bo_rx, "b", 1)] {
-            for _ in 0..count {
-                assert_eq!(next_event(rx).await["room"], name);
-            }
-        }
-        hub.send(Count).await.unwrap();
-        assert!(ana_rx.try_recv().is_err() && bo_rx.try_recv().is_err());
-    }
-}
+mod tests;

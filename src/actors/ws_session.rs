@@ -24,6 +24,7 @@ use actix_web_actors::ws::{self, CloseCode, ProtocolError};
 use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say};
 use crate::config::Limits;
 use crate::frame_guard::FRAME_TOO_BIG;
+use crate::history::Since;
 use crate::protocol::{
     now_ms, parse_frame, ClientFrame, DisplayName, FrameError, RoomName, ServerEvent, SessionId,
 };
@@ -45,6 +46,9 @@ pub struct WsSession {
     /// The rooms it is in, as the hub will have them once it has read this
     /// session's messages so far.
     rooms: Vec<RoomName>,
+    /// What it asked to resume after in its starting rooms, until it
+    /// connects to the hub.
+    resume: Vec<Option<Since>>,
     hub: Addr<ChatHub>,
     limits: Arc<Limits>,
     last_seen: Instant,
@@ -60,10 +64,11 @@ pub struct WsSession {
 
 impl WsSession {
     /// A session for a client that asked for `name` (or gets a guest name),
-    /// starting in `rooms` (checked, deduplicated, within the limit).
+    /// starting in `rooms` (checked, deduplicated, within the limit), each
+    /// resumed after its `since` when given.
     pub fn new(
         name: Option<DisplayName>,
-        rooms: Vec<RoomName>,
+        rooms: Vec<(RoomName, Option<Since>)>,
         hub: Addr<ChatHub>,
         limits: Arc<Limits>,
         outbound: Rc<Outbound>,
@@ -73,7 +78,8 @@ impl WsSession {
         Self {
             id,
             name: name.unwrap_or_else(|| DisplayName::guest(id)),
-            rooms,
+            resume: rooms.iter().map(|(_, since)| since.clone()).collect(),
+            rooms: rooms.into_iter().map(|(room, _)| room).collect(),
             rate: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
             patience: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
             hub,
@@ -166,7 +172,7 @@ impl WsSession {
                     text,
                 });
             }
-            ClientFrame::Join { room } => {
+            ClientFrame::Join { room, since } => {
                 if !self.rooms.contains(&room) {
                     let max = self.limits.max_rooms_per_connection;
                     if self.rooms.len() >= max {
@@ -175,7 +181,11 @@ impl WsSession {
                     self.rooms.push(room.clone());
                 }
                 // Asked again when already in: `joined` says how many are there.
-                self.hub.do_send(Join { id: self.id, room });
+                self.hub.do_send(Join {
+                    id: self.id,
+                    room,
+                    since,
+                });
             }
             ClientFrame::Leave { room } => {
                 let at = self.rooms.iter().position(|r| *r == room);
@@ -262,7 +272,12 @@ impl Actor for WsSession {
             id: self.id,
             name: self.name.clone(),
             session: ctx.address().recipient(),
-            rooms: self.rooms.clone(),
+            rooms: self
+                .rooms
+                .iter()
+                .cloned()
+                .zip(self.resume.drain(..))
+                .collect(),
         });
         ctx.run_interval(self.limits.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 503 with `Retry-After`: MAX_CONNECTIONS reached.
     #[error("too many connections; try again shortly")]
     TooManyConnections,
+    /// 503 with `Retry-After`: the history lives in Redis, which is away.
+    #[error("history is unavailable while Redis is away; try again shortly")]
+    HistoryUnavailable,
     /// 500: something unexpected, already logged where it happened.
     #[error("internal error")]
     Internal,
@@ -49,7 +52,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Draining | ApiError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Draining | ApiError::TooManyConnections | ApiError::HistoryUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,7 +62,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Draining | ApiError::TooManyConnections => {
+            ApiError::Draining | ApiError::TooManyConnections | ApiError::HistoryUnavailable => {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
             ApiError::Unauthorized => {

@@ -75,6 +75,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
             .default_service(web::to(error::method_not_allowed)),
     )
     .route("/rooms", web::get().to(rooms::list))
+    .route("/rooms/{room}/history", web::get().to(rooms::history))
     .route("/status", web::get().to(status::status))
     .route("/healthz", web::get().to(status::healthz))
     .route("/readyz", web::get().to(status::readyz))

@@ -14,6 +14,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use crate::config::{AllowedOrigins, Limits};
+use crate::history::Since;
 use crate::http::{ApiError, AppState};
 use crate::protocol::{DisplayName, RoomName};
 use crate::state::ConnectionPermit;
@@ -22,16 +23,17 @@ use crate::state::ConnectionPermit;
 #[derive(Debug, PartialEq)]
 struct WsQuery {
     name: Option<DisplayName>,
-    /// The starting rooms, in the order given, without repeats; `general`
-    /// when none is named.
-    rooms: Vec<RoomName>,
+    /// The starting rooms, in the order given, without repeats, each with
+    /// the `since` to resume after; `general` when none is named.
+    rooms: Vec<(RoomName, Option<Since>)>,
 }
 
 impl WsQuery {
-    /// Reads `name` and every `room`; other keys are left for other uses.
+    /// Reads `name`, every `room` and every `since=ROOM:OFFSET:EPOCH` (which
+    /// starts in ROOM too); other keys are left for other uses.
     fn parse(query: &str, limits: &Limits) -> Result<Self, ApiError> {
         let mut name = None;
-        let mut rooms: Vec<RoomName> = Vec::new();
+        let mut rooms: Vec<(RoomName, Option<Since>)> = Vec::new();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "name" if !value.trim().is_empty() => {
@@ -42,8 +44,17 @@ impl WsQuery {
                 "room" => {
                     let room = RoomName::parse(&value)
                         .map_err(|err| ApiError::BadRequest(err.to_string()))?;
-                    if !rooms.contains(&room) {
-                        rooms.push(room);
+                    if !rooms.iter().any(|(r, _)| *r == room) {
+                        rooms.push((room, None));
+                    }
+                }
+                "since" => {
+                    let bad = |err: &dyn std::fmt::Display| ApiError::BadRequest(err.to_string());
+                    let (room, since) = Since::from_query(&value).map_err(|e| bad(&e))?;
+                    let room = RoomName::parse(&room).map_err(|e| bad(&e))?;
+                    match rooms.iter_mut().find(|(r, _)| *r == room) {
+                        Some((_, resume)) => *resume = Some(since),
+                        None => rooms.push((room, Some(since))),
                     }
                 }
                 _ => {}
@@ -57,7 +68,7 @@ impl WsQuery {
             )));
         }
         if rooms.is_empty() {
-            rooms.push(RoomName::general());
+            rooms.push((RoomName::general(), None));
         }
         Ok(Self { name, rooms })
     }
@@ -68,7 +79,7 @@ impl WsQuery {
 pub struct Admission {
     pub response: ResponseBuilder,
     pub name: Option<DisplayName>,
-    pub rooms: Vec<RoomName>,
+    pub rooms: Vec<(RoomName, Option<Since>)>,
     pub permit: ConnectionPermit,
 }
 
@@ -173,7 +184,7 @@ mod tests {
             WsQuery::parse(query, &limits).map(|q| {
                 q.rooms
                     .iter()
-                    .map(|r| r.as_str().to_string())
+                    .map(|(r, _)| r.as_str().to_string())
                     .collect::<Vec<_>>()
             })
         };
@@ -188,6 +199,21 @@ mod tests {
         assert_eq!(rooms(&fifty_one[..50].join("&")).unwrap().len(), 50);
         let named = WsQuery::parse("name=Ana+B", &limits).unwrap();
         assert_eq!(named.name.unwrap().as_str(), "Ana B");
+        let resumed = WsQuery::parse("room=ops&since=ops:7:abc&since=dev:0:xyz", &limits).unwrap();
+        let since: Vec<(&str, Option<u64>)> = resumed
+            .rooms
+            .iter()
+            .map(|(r, s)| (r.as_str(), s.as_ref().map(|s| s.offset)))
+            .collect();
+        assert_eq!(since, [("ops", Some(7)), ("dev", Some(0))]);
+        for bad in [
+            "since=ops",
+            "since=ops:x:abc",
+            "since=Ops:1:abc",
+            "since=ops:1:a-b",
+        ] {
+            assert!(WsQuery::parse(bad, &limits).is_err(), "{bad}");
+        }
     }
 
     #[test]

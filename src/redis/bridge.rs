@@ -56,12 +56,16 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 
+use super::history::{self as streams, ReadKind, Scripts};
 use super::presence::{self, PresenceKeys, PRESENCE_INTERVAL};
-use super::relay::{backoff, redacted, Envelope, Outbox, Seen};
+use super::relay::{backoff, redacted, Envelope, Outbox, Queued, Seen};
 use super::Channels;
-use crate::actors::chat_hub::{Census, ChatHub, PeerCount, Publish, Remote, RoomChange};
+use crate::actors::chat_hub::{
+    Census, ChatHub, HistoryPage, HistoryRead, PeerCount, Publish, ReadHistory, ReadPage, Remote,
+    RoomChange, StoreEvent, Stored,
+};
 use crate::actors::ticker::Stop;
-use crate::config::RedisSettings;
+use crate::config::{HistorySettings, RedisSettings};
 use crate::protocol::{Frame, RoomName, ServerId};
 
 /// Most PUBLISH commands sent in one pipeline (one round trip).
@@ -151,6 +155,11 @@ pub struct RedisBridge {
     presence: PresenceKeys,
     /// Rooms with local members: the room channels to follow.
     rooms: HashSet<RoomName>,
+    history: HistorySettings,
+    scripts: Arc<Scripts>,
+    /// History reads for rooms whose channel is not followed yet: read only
+    /// once it is, so nothing published in between is missed.
+    waiting_reads: Vec<ReadHistory>,
     outbox: Outbox,
     status: Arc<BridgeStatus>,
     link: Option<Link>,
@@ -172,6 +181,7 @@ impl RedisBridge {
     /// `settings.url` is not a Redis URL.
     pub fn new(
         settings: &RedisSettings,
+        history: HistorySettings,
         server: ServerId,
         hub: Addr<ChatHub>,
         status: Arc<BridgeStatus>,
@@ -184,6 +194,9 @@ impl RedisBridge {
             channels: Channels::new(&settings.channel),
             presence: PresenceKeys::new(&settings.channel, &server),
             rooms: HashSet::new(),
+            history,
+            scripts: Arc::new(Scripts::default()),
+            waiting_reads: Vec::new(),
             server,
             outbox: Outbox::new(settings.outbox_capacity),
             status,
@@ -201,6 +214,7 @@ impl RedisBridge {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.status.set_state(LinkState::Connecting);
         let client = self.client.clone();
+        let scripts = self.scripts.clone();
         let rooms: Vec<RoomName> = self.rooms.iter().cloned().collect();
         let mut channels: Vec<String> = rooms.iter().map(|r| self.channels.room(r)).collect();
         channels.push(self.channels.everyone().to_string());
@@ -208,10 +222,14 @@ impl RedisBridge {
             let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(REDIS_TIMEOUT))
                 .set_response_timeout(Some(REDIS_TIMEOUT));
-            let publisher = client
+            let mut publisher = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
                 .map_err(|e| e.to_string())?;
+            scripts
+                .load(&mut publisher)
+                .await
+                .map_err(|e| format!("loading the history scripts failed: {e}"))?;
             let subscribe = async {
                 let (mut sink, stream) = client.get_async_pubsub().await?.split();
                 sink.subscribe(&channels).await?;
@@ -349,6 +367,7 @@ impl RedisBridge {
                     act.status
                         .room_channels
                         .store(link.following.len(), Ordering::Relaxed);
+                    act.serve_waiting_reads(ctx);
                     act.follow_rooms(ctx);
                 }
                 Ok(Err(err)) => {
@@ -401,6 +420,18 @@ impl RedisBridge {
         self.status.room_channels.store(0, Ordering::Relaxed);
         // Other processes' clients are out of reach until Redis is back.
         self.hub.do_send(PeerCount::default());
+        // Local members get now, unstored, what waited to be stored; it is
+        // stored (for the others and for later recoveries) when Redis is back.
+        for (room, event) in self.outbox.deliver_all() {
+            self.hub.do_send(Stored {
+                room,
+                offset: None,
+                frame: event,
+            });
+        }
+        for read in std::mem::take(&mut self.waiting_reads) {
+            self.answer_read(read, None);
+        }
         log::warn!(
             "redis connection lost url={} reason={why:?} outbox={}; chat stays local, reconnecting",
             self.url,
@@ -435,6 +466,7 @@ impl RedisBridge {
         }
         self.hub.do_send(Remote {
             audience,
+            offset: envelope.offset,
             frame: Frame::from(envelope.frame),
         });
     }
@@ -452,20 +484,28 @@ impl RedisBridge {
             return;
         };
         let mut pipe = redis::pipe();
-        for (channel, envelope) in batch {
-            pipe.publish(channel, envelope).ignore();
-        }
+        let calls = self.scripts.add_batch(
+            &mut pipe,
+            &batch,
+            &self.channels,
+            &self.history,
+            &self.server,
+        );
         let mut publisher = link.publisher.clone();
         let generation = self.generation;
         self.flushing = true;
-        let send = async move { pipe.exec_async(&mut publisher).await };
+        let send = async move {
+            let numbered: Vec<(String, u64)> = pipe.query_async(&mut publisher).await?;
+            Ok::<_, redis::RedisError>(numbered)
+        };
         ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
             if generation == act.generation {
                 act.flushing = false;
             }
             match result {
-                Ok(()) => {
+                Ok(numbered) => {
                     // Even from a replaced link: Redis has these events.
+                    act.deliver_stored(calls, numbered);
                     act.outbox.confirm(last);
                     act.status.outbox.store(act.outbox.len(), Ordering::Relaxed);
                     act.flush(ctx);
@@ -473,6 +513,120 @@ impl RedisBridge {
                 Err(err) => act.link_lost(generation, &format!("publish failed: {err}"), ctx),
             }
         }));
+    }
+
+    /// Hands local members the events a flush stored, with their offsets,
+    /// unless they got them already while Redis was away.
+    fn deliver_stored(&mut self, calls: Vec<streams::AppendCall>, numbered: Vec<(String, u64)>) {
+        for (call, (_epoch, first)) in calls.into_iter().zip(numbered) {
+            for (offset, (seq, event)) in (first..).zip(call.events) {
+                if self.outbox.deliver(seq) {
+                    self.hub.do_send(Stored {
+                        room: call.room.clone(),
+                        offset: Some(offset),
+                        frame: streams::with_offset(&event, offset),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether stored events can go to Redis now: connected and not holding
+    /// the outbox for peers. Otherwise local members get them unstored.
+    fn storing(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.settling.is_none())
+    }
+
+    /// Counts an event dropped from a full outbox, and delivers it locally if
+    /// it was a stored event local members had not got yet.
+    fn dropped(&mut self, item: Option<Queued>, ctx: &mut Context<Self>) {
+        let Some(item) = item else {
+            return;
+        };
+        if let Queued::Store {
+            room,
+            event,
+            delivered: false,
+            ..
+        } = item
+        {
+            self.hub.do_send(Stored {
+                room,
+                offset: None,
+                frame: event,
+            });
+        }
+        self.status.dropped.fetch_add(1, Ordering::Relaxed);
+        // One log line per second of overflow, not one per event.
+        if self.dropped_unlogged == 0 {
+            ctx.run_later(Duration::from_secs(1), |act, _| act.log_dropped());
+        }
+        self.dropped_unlogged += 1;
+    }
+
+    /// Reads a joining session's history, once the room's channel is
+    /// followed; answers at once (without history) while Redis is away.
+    fn read_history(&mut self, read: ReadHistory, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else {
+            return self.answer_read(read, None);
+        };
+        if !link.following.contains(&read.room) {
+            self.waiting_reads.push(read);
+            return;
+        }
+        let mut conn = link.publisher.clone();
+        let scripts = self.scripts.clone();
+        let channels = self.channels.clone();
+        let kind = ReadKind::Join {
+            since: read.since.clone(),
+            latest: read.latest,
+            most: self.history.size,
+        };
+        let ttl = self.history.ttl.as_secs();
+        let generation = self.generation;
+        let room = read.room.clone();
+        let fetch = async move {
+            let read = scripts.read(&mut conn, &channels, &room, &kind, ttl);
+            tokio::time::timeout(REDIS_TIMEOUT, read).await
+        };
+        ctx.spawn(
+            fetch
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Ok(replay)) => act.answer_read(read, Some(replay)),
+                    Ok(Err(err)) => {
+                        act.answer_read(read, None);
+                        act.link_lost(generation, &format!("history read failed: {err}"), ctx);
+                    }
+                    Err(_) => {
+                        act.answer_read(read, None);
+                        act.link_lost(generation, "history read timed out", ctx);
+                    }
+                }),
+        );
+    }
+
+    fn serve_waiting_reads(&mut self, ctx: &mut Context<Self>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_reads)
+            .into_iter()
+            .partition(|read| link.following.contains(&read.room));
+        self.waiting_reads = waiting;
+        for read in ready {
+            self.read_history(read, ctx);
+        }
+    }
+
+    fn answer_read(&self, read: ReadHistory, replay: Option<crate::history::Replay>) {
+        self.hub.do_send(HistoryRead {
+            session: read.session,
+            room: read.room,
+            request: read.request,
+            asked_since: read.since.is_some(),
+            replay,
+        });
     }
 
     /// Holds the outbox after a reconnect until enough processes subscribe
@@ -622,18 +776,74 @@ impl Handler<Publish> for RedisBridge {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         let channel = self.channels.of(&msg.audience);
-        if self.outbox.push(&self.server, channel, &msg.frame) {
-            self.status.dropped.fetch_add(1, Ordering::Relaxed);
-            // One log line per second of overflow, not one per event.
-            if self.dropped_unlogged == 0 {
-                ctx.run_later(Duration::from_secs(1), |act, _| act.log_dropped());
-            }
-            self.dropped_unlogged += 1;
-        }
+        let dropped = self.outbox.publish(&self.server, channel, &msg.frame);
+        self.dropped(dropped, ctx);
         self.status
             .outbox
             .store(self.outbox.len(), Ordering::Relaxed);
         self.flush(ctx);
+    }
+}
+
+impl Handler<StoreEvent> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreEvent, ctx: &mut Self::Context) {
+        let deliver_now = !self.storing();
+        if deliver_now {
+            self.hub.do_send(Stored {
+                room: msg.room.clone(),
+                offset: None,
+                frame: msg.event.clone(),
+            });
+        }
+        let dropped = self.outbox.store(msg.room, msg.event, deliver_now);
+        self.dropped(dropped, ctx);
+        self.status
+            .outbox
+            .store(self.outbox.len(), Ordering::Relaxed);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<ReadHistory> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReadHistory, ctx: &mut Self::Context) {
+        self.read_history(msg, ctx);
+    }
+}
+
+impl Handler<ReadPage> for RedisBridge {
+    type Result = ResponseFuture<Option<HistoryPage>>;
+
+    fn handle(&mut self, msg: ReadPage, _: &mut Self::Context) -> Self::Result {
+        let Some(link) = &self.link else {
+            return Box::pin(std::future::ready(None));
+        };
+        let mut conn = link.publisher.clone();
+        let scripts = self.scripts.clone();
+        let channels = self.channels.clone();
+        let ttl = self.history.ttl.as_secs();
+        Box::pin(async move {
+            let kind = ReadKind::Page {
+                page: msg.page,
+                limit: msg.limit,
+            };
+            let read = scripts.read(&mut conn, &channels, &msg.room, &kind, ttl);
+            match tokio::time::timeout(REDIS_TIMEOUT, read).await {
+                Ok(Ok(replay)) => Some(HistoryPage {
+                    epoch: replay.epoch,
+                    offset: replay.offset,
+                    events: replay.events,
+                }),
+                Ok(Err(err)) => {
+                    log::warn!("history page read failed room={}: {err}", msg.room);
+                    None
+                }
+                Err(_) => None,
+            }
+        })
     }
 }
 
@@ -651,9 +861,13 @@ impl Handler<Stop> for RedisBridge {
         };
         let mut pipe = redis::pipe();
         if let Some((_, batch)) = self.outbox.batch(usize::MAX) {
-            for (channel, envelope) in batch {
-                pipe.publish(channel, envelope).ignore();
-            }
+            self.scripts.add_batch(
+                &mut pipe,
+                &batch,
+                &self.channels,
+                &self.history,
+                &self.server,
+            );
         }
         self.presence.remove(&mut pipe);
         let mut publisher = link.publisher.clone();

@@ -6,6 +6,7 @@
 //! changes, and gets events back.
 
 pub mod bridge;
+pub mod history;
 pub mod presence;
 pub mod relay;
 

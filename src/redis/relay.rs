@@ -8,37 +8,61 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Frame, ServerId};
+use crate::protocol::{Frame, RoomName, ServerId};
 
 /// The first reconnect delay; it doubles per failed attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The longest reconnect delay, jitter included.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
-/// What travels on the channel: the origin process, its sequence number and
-/// the event exactly as the origin serialized it.
+/// What travels on the channel: the origin process, its sequence number,
+/// the event's offset when it was stored, and the event exactly as the
+/// origin serialized it. (`redis::history::APPEND` writes the same shape.)
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<S> {
     /// The [`ServerId`] of the process that published it.
     pub origin: S,
     /// Increases by one per event of that origin; repeats are dropped.
     pub seq: u64,
+    /// Its offset in its room's history, for a stored event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// The serialized event, delivered to clients as is.
     pub frame: S,
 }
 
-/// One event waiting to be published: its sequence number, its channel and
-/// its envelope.
+/// One event waiting for Redis, with its sequence number.
 #[derive(Debug)]
-struct Queued {
-    seq: u64,
-    channel: String,
-    envelope: String,
+pub enum Queued {
+    /// To PUBLISH as it is (everyone-notices).
+    Publish {
+        seq: u64,
+        channel: String,
+        envelope: String,
+    },
+    /// To store in a room's history (which publishes it too).
+    Store {
+        seq: u64,
+        room: RoomName,
+        /// The event without its offset.
+        event: Frame,
+        /// Local members got it already, unstored (Redis was away): once
+        /// stored it goes only to the other processes.
+        delivered: bool,
+    },
 }
 
-/// Events waiting to be published, oldest first, each with its sequence
-/// number and channel. One sequence runs across every channel, so a receiver
-/// that follows only some channels sees gaps, never a step back.
+impl Queued {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Queued::Publish { seq, .. } | Queued::Store { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Events waiting for Redis, oldest first, each with its sequence number.
+/// One sequence runs across every channel, so a receiver that follows only
+/// some channels sees gaps, never a step back.
 #[derive(Debug)]
 pub struct Outbox {
     items: VecDeque<Queued>,
@@ -56,46 +80,94 @@ impl Outbox {
     }
 
     /// Queues `frame` for `channel` in an envelope from `origin`; answers
-    /// whether the oldest event had to be dropped to make room.
-    pub fn push(&mut self, origin: &ServerId, channel: String, frame: &Frame) -> bool {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    /// the oldest event if it had to be dropped to make room.
+    pub fn publish(&mut self, origin: &ServerId, channel: String, frame: &Frame) -> Option<Queued> {
+        let seq = self.next_seq();
         let envelope = Envelope {
             origin: origin.as_str(),
             seq,
+            offset: None,
             frame: &**frame,
         };
-        let json = serde_json::to_string(&envelope).expect("an envelope of strings serializes");
-        let dropped = self.items.len() >= self.capacity;
-        if dropped {
-            self.items.pop_front();
-        }
-        self.items.push_back(Queued {
+        let envelope = serde_json::to_string(&envelope).expect("an envelope of strings serializes");
+        self.push(Queued::Publish {
             seq,
             channel,
-            envelope: json,
-        });
+            envelope,
+        })
+    }
+
+    /// Queues `event` for `room`'s history; answers the oldest event if it
+    /// had to be dropped to make room.
+    pub fn store(&mut self, room: RoomName, event: Frame, delivered: bool) -> Option<Queued> {
+        let seq = self.next_seq();
+        self.push(Queued::Store {
+            seq,
+            room,
+            event,
+            delivered,
+        })
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn push(&mut self, item: Queued) -> Option<Queued> {
+        let dropped = (self.items.len() >= self.capacity)
+            .then(|| self.items.pop_front())
+            .flatten();
+        self.items.push_back(item);
         dropped
     }
 
-    /// Up to `max` of the oldest `(channel, envelope)` pairs, and the sequence
-    /// number of the last.
-    pub fn batch(&self, max: usize) -> Option<(u64, Vec<(&str, &str)>)> {
+    /// Up to `max` of the oldest events, and the sequence number of the last.
+    pub fn batch(&self, max: usize) -> Option<(u64, Vec<&Queued>)> {
         let n = self.items.len().min(max);
-        let last = self.items.get(n.checked_sub(1)?)?.seq;
-        let batch = self.items.iter().take(n);
-        Some((
-            last,
-            batch
-                .map(|q| (q.channel.as_str(), q.envelope.as_str()))
-                .collect(),
-        ))
+        let last = self.items.get(n.checked_sub(1)?)?.seq();
+        Some((last, self.items.iter().take(n).collect()))
+    }
+
+    /// Marks event `seq` delivered locally; `true` if it was not yet (and
+    /// is still queued).
+    pub fn deliver(&mut self, seq: u64) -> bool {
+        let Ok(at) = self.items.binary_search_by_key(&seq, Queued::seq) else {
+            return false;
+        };
+        match &mut self.items[at] {
+            Queued::Store { delivered, .. } if !*delivered => {
+                *delivered = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every stored event not yet delivered locally, marked delivered now:
+    /// Redis is away, so local members get them unstored.
+    pub fn deliver_all(&mut self) -> Vec<(RoomName, Frame)> {
+        let mut undelivered = Vec::new();
+        for item in &mut self.items {
+            if let Queued::Store {
+                room,
+                event,
+                delivered: delivered @ false,
+                ..
+            } = item
+            {
+                *delivered = true;
+                undelivered.push((room.clone(), event.clone()));
+            }
+        }
+        undelivered
     }
 
     /// Forgets every envelope up to `seq`, now that Redis has it. Envelopes
     /// dropped for room while the batch was in flight are already gone.
     pub fn confirm(&mut self, seq: u64) {
-        while self.items.front().is_some_and(|q| q.seq <= seq) {
+        while self.items.front().is_some_and(|q| q.seq() <= seq) {
             self.items.pop_front();
         }
     }
@@ -175,7 +247,11 @@ mod tests {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(3);
         let dropped: Vec<bool> = (1..=5)
-            .map(|n| outbox.push(&me, "c".into(), &Frame::from(format!("e{n}"))))
+            .map(|n| {
+                outbox
+                    .publish(&me, "c".into(), &Frame::from(format!("e{n}")))
+                    .is_some()
+            })
             .collect();
 
         assert_eq!(dropped, [false, false, false, true, true]);
@@ -183,7 +259,14 @@ mod tests {
         assert_eq!(last, 5);
         let frames: Vec<String> = batch
             .iter()
-            .map(|(_, e)| serde_json::from_str::<Envelope<String>>(e).unwrap().frame)
+            .map(|q| match q {
+                Queued::Publish { envelope, .. } => {
+                    serde_json::from_str::<Envelope<String>>(envelope)
+                        .unwrap()
+                        .frame
+                }
+                Queued::Store { .. } => panic!("only publishes were queued"),
+            })
             .collect();
         assert_eq!(frames, ["e3", "e4", "e5"]);
     }
@@ -192,18 +275,24 @@ mod tests {
     fn confirming_a_batch_keeps_what_came_after_it() {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(2);
-        outbox.push(&me, "x".into(), &Frame::from("a"));
-        outbox.push(&me, "y".into(), &Frame::from("b"));
+        outbox.publish(&me, "x".into(), &Frame::from("a"));
+        outbox.publish(&me, "y".into(), &Frame::from("b"));
         let (last, _) = outbox.batch(2).unwrap();
         // While the batch is in flight, "c" pushes "a" out.
-        outbox.push(&me, "z".into(), &Frame::from("c"));
+        outbox.publish(&me, "z".into(), &Frame::from("c"));
 
         outbox.confirm(last);
 
         assert_eq!(outbox.len(), 1);
         let (_, rest) = outbox.batch(10).unwrap();
-        assert_eq!(rest[0].0, "z");
-        assert!(rest[0].1.contains(r#""frame":"c""#), "{rest:?}");
+        let Queued::Publish {
+            channel, envelope, ..
+        } = rest[0]
+        else {
+            panic!("a publish")
+        };
+        assert_eq!(channel, "z");
+        assert!(envelope.contains(r#""frame":"c""#), "{rest:?}");
     }
 
     #[test]
@@ -211,14 +300,38 @@ mod tests {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(1);
         let frame = Frame::from(r#"{"type":"echo","message":"“quotes” \\ and\nlines"}"#);
-        outbox.push(&me, "c".into(), &frame);
+        outbox.publish(&me, "c".into(), &frame);
 
         let (_, batch) = outbox.batch(1).unwrap();
-        let envelope: Envelope<String> = serde_json::from_str(batch[0].1).unwrap();
+        let Queued::Publish { envelope, .. } = batch[0] else {
+            panic!("a publish")
+        };
+        let envelope: Envelope<String> = serde_json::from_str(envelope).unwrap();
 
         assert_eq!(envelope.origin, me.as_str());
         assert_eq!(envelope.seq, 1);
         assert_eq!(envelope.frame, &*frame);
+    }
+
+    #[test]
+    fn stored_events_are_delivered_locally_once() {
+        let mut outbox = Outbox::new(10);
+        let room = RoomName::general();
+        outbox.store(room.clone(), Frame::from("a"), false);
+        outbox.store(room.clone(), Frame::from("b"), true);
+        outbox.store(room.clone(), Frame::from("c"), false);
+
+        assert!(outbox.deliver(1), "a was not yet");
+        assert!(!outbox.deliver(1), "a is now");
+        assert!(!outbox.deliver(2), "b was at once");
+        let rest: Vec<String> = outbox
+            .deliver_all()
+            .into_iter()
+            .map(|(_, e)| e.to_string())
+            .collect();
+        assert_eq!(rest, ["c"]);
+        assert!(outbox.deliver_all().is_empty());
+        assert!(!outbox.deliver(99), "not queued");
     }
 
     #[test]

@@ -11,13 +11,23 @@ use crate::server_process::ServerProcess;
 
 /// Runs `chatd-bench fanout --json` and returns its JSON result.
 fn fanout(server: &ServerProcess, extra: &[&str]) -> Value {
+    let mut args = vec!["--clients", "20", "--senders", "2", "--rate", "20"];
+    args.extend(["--duration", "1", "--drain", "3"]);
+    args.extend(extra);
+    let mut results = run_bench(server, "fanout", &args);
+    assert_eq!(results.len(), 1, "one result: {results:?}");
+    results.remove(0)
+}
+
+/// Runs `chatd-bench <mode> --json` against `server` and returns every JSON
+/// object it printed, one per line.
+fn run_bench(server: &ServerProcess, mode: &str, args: &[&str]) -> Vec<Value> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatd-bench"))
-        .arg("fanout")
+        .arg(mode)
         .args(["--addr", &server.address.to_string()])
         .args(["--server-pid", &server.pid().to_string()])
-        .args(["--clients", "20", "--senders", "2", "--rate", "20"])
-        .args(["--duration", "1", "--drain", "3", "--json"])
-        .args(extra)
+        .arg("--json")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -37,7 +47,11 @@ fn fanout(server: &ServerProcess, extra: &[&str]) -> Value {
     let output = child.wait_with_output().expect("its output is readable");
     assert!(output.status.success(), "chatd-bench failed: {output:?}");
     let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
-    serde_json::from_str(stdout.trim()).expect("one JSON result")
+    stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON result per line"))
+        .collect()
 }
 
 #[test]
@@ -74,4 +88,42 @@ fn fanout_reports_as_lost_what_the_server_refused() {
         "{result}"
     );
     assert!(result["errors"].as_u64().unwrap() > 0, "{result}");
+}
+
+#[test]
+fn fanout_in_rooms_owes_each_client_only_its_own_rooms_messages() {
+    let server = ServerProcess::start(&[("RATE_LIMIT_PER_SEC", "1000")]);
+
+    // 20 clients in 4 rooms of 5, one sender per room, 20 msgs/s in all
+    // for 1 s: 5 messages per room, each to its 5 members.
+    let result = fanout(&server, &["--rooms", "4", "--senders", "4"]);
+
+    assert_eq!(result["rooms"], 4, "{result}");
+    assert_eq!(result["sent"], 20, "{result}");
+    assert_eq!(result["other_room"], 0, "{result}");
+    assert_eq!(result["deliveries"], 20 * 5, "{result}");
+    assert_eq!(result["expected"], 20 * 5, "{result}");
+    assert_eq!(result["lost"], 0, "{result}");
+    assert_eq!(result["rooms_with_loss"], 0, "{result}");
+}
+
+#[test]
+fn the_rooms_ramp_holds_a_step_with_nothing_from_another_room() {
+    let server = ServerProcess::start(&[("RATE_LIMIT_PER_SEC", "1000")]);
+
+    // One 1 s step at 40 msgs/s in all: 40 clients in 4 rooms of 10.
+    let args = ["--clients", "40", "--rooms", "4", "--start", "40"];
+    let step = ["--max-rate", "40", "--step", "1", "--drain", "3"];
+    let results = run_bench(&server, "rooms", &[&args[..], &step[..]].concat());
+
+    let [step, best] = &results[..] else {
+        panic!("the step, then the best step held: {results:?}")
+    };
+    assert_eq!(step["mode"], "rooms-step", "{step}");
+    assert_eq!(step["sent"], 40, "{step}");
+    assert_eq!(step["deliveries"], 40 * 10, "{step}");
+    assert_eq!(step["other_room"], 0, "{step}");
+    assert_eq!(step["lost"], 0, "{step}");
+    assert_eq!(best["mode"], "rooms", "{best}");
+    assert_eq!(best["deliveries"], 40 * 10, "{best}");
 }

@@ -22,10 +22,13 @@ async fn a_client_that_names_no_room_is_in_general_and_its_welcome_says_so() {
 
     let (mut ana, welcome) = app.connect_ws("ana").await;
 
+    let joined = &welcome["rooms"][0];
     assert_eq!(
         welcome["rooms"],
-        json!([{"type": "joined", "room": "general", "members": 1, "ts": welcome["rooms"][0]["ts"]}])
+        json!([{"type": "joined", "room": "general", "epoch": joined["epoch"], "offset": 0,
+                "members": 1, "history": [], "ts": joined["ts"]}])
     );
+    assert_eq!(joined["epoch"].as_str().map(str::len), Some(8), "{joined}");
     let echo = say_and_confirm(&mut ana, "general", "hello").await;
     assert_eq!(echo["from"]["name"], "ana");
 }

@@ -3,6 +3,10 @@
 //! sends, answers pings, and, for senders, writes chat messages on schedule
 //! (or, in a closed loop, each as soon as the echo of the last is read).
 //!
+//! A sender sleeps until its next message is due rather than polling a
+//! clock: a thousand senders (one per room) polling every millisecond would
+//! cost the tool a million wake-ups a second before sending anything.
+//!
 //! Every connection is a small task on one current-thread runtime. Reads go
 //! into one shared scratch buffer; a connection keeps bytes only for a frame
 //! cut in half by a read, so twenty thousand idle clients cost little.
@@ -11,11 +15,11 @@ use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::sync::Notify;
 
 use crate::fleet::{End, State};
 use crate::wire::{self, Upgrade};
@@ -24,8 +28,6 @@ use crate::wire::{self, Upgrade};
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Reads per wake-up before giving other connections a turn.
 const READS_PER_WAKE: usize = 8;
-/// How often a sender checks whether a message is due.
-const SEND_TICK: Duration = Duration::from_millis(1);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
@@ -45,11 +47,12 @@ pub struct Opened {
     pub leftover: Vec<u8>,
 }
 
-/// Opens a WebSocket to `server` from `source` and waits for the `welcome`.
+/// Opens a WebSocket to `server` at `path` (`/ws` and its query) from
+/// `source` and waits for the `welcome`.
 ///
 /// # Errors
 /// A short description of what failed, used to count failures by kind.
-pub async fn open(server: SocketAddr, source: Ipv4Addr) -> Result<Opened, String> {
+pub async fn open(server: SocketAddr, path: &str, source: Ipv4Addr) -> Result<Opened, String> {
     let socket = TcpSocket::new_v4().map_err(|err| format!("socket: {err}"))?;
     socket
         .bind(SocketAddr::from((source, 0)))
@@ -62,7 +65,7 @@ pub async fn open(server: SocketAddr, source: Ipv4Addr) -> Result<Opened, String
         .set_nodelay(true)
         .map_err(|err| format!("nodelay: {err}"))?;
     stream
-        .write_all(wire::upgrade_request(&server.to_string()).as_bytes())
+        .write_all(wire::upgrade_request(&server.to_string(), path).as_bytes())
         .await
         .map_err(|err| format!("write: {err}"))?;
     let mut buf = Vec::with_capacity(512);
@@ -106,11 +109,7 @@ pub async fn drive(opened: Opened, index: usize, sender: bool, state: Rc<RefCell
         leftover: mut pending,
     } = opened;
     let mut out = Vec::new();
-    let mut ticker = sender.then(|| {
-        let mut ticker = tokio::time::interval(SEND_TICK);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        ticker
-    });
+    let phase_begun = state.borrow().phase_begun();
     let mut end = (!pending.is_empty())
         .then(|| absorb_pending(&state, index, &mut pending, &mut out))
         .and_then(Result::err);
@@ -124,7 +123,7 @@ pub async fn drive(opened: Opened, index: usize, sender: bool, state: Rc<RefCell
                 Ok(()) => flush(&stream, &mut out).err(),
                 Err(err) => Some(End::Fault(format!("write: {err}"))),
             },
-            () = next_tick(&mut ticker) => {
+            () = next_send(&state, index, &phase_begun), if sender => {
                 state.borrow_mut().write_due(index, Instant::now(), &mut out);
                 flush(&stream, &mut out).err()
             }
@@ -135,12 +134,14 @@ pub async fn drive(opened: Opened, index: usize, sender: bool, state: Rc<RefCell
         .ended(index, end.expect("the loop ends with a reason"));
 }
 
-async fn next_tick(ticker: &mut Option<Interval>) {
-    match ticker {
-        Some(ticker) => {
-            ticker.tick().await;
-        }
-        None => std::future::pending().await,
+/// Waits until sender `index` may have a message due: its next slot in an
+/// open loop, the start of a closed loop (whose later messages follow their
+/// echoes, not the clock), or else the start of the next phase.
+async fn next_send(state: &RefCell<State>, index: usize, phase_begun: &Notify) {
+    let due = state.borrow().next_due(index, Instant::now());
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => phase_begun.notified().await,
     }
 }
 

@@ -1,7 +1,9 @@
 //! A fleet of connected clients and the phases it runs. Clients `0..senders`
 //! send; every client, senders included, receives, and counts only what it
 //! received: a phase's figures are built from the tags found in arriving
-//! frames, never from what was sent.
+//! frames, never from what was sent. Clients are split into rooms as
+//! [`Rooms`] says (one room, chatd's default, unless a mode asks for more);
+//! a client is owed every message sent in its room and nothing else.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -9,7 +11,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use crate::conn;
+use crate::rooms::{Origin, Rooms};
 use crate::stats::{Arrival, Histogram, SeqTrack, Tag};
 use crate::wire;
 
@@ -57,9 +62,12 @@ struct Plan {
 
 struct Client {
     group: usize,
+    room: usize,
     alive: bool,
-    /// Connected when the phase began, so owed every message it sent.
+    /// Connected when the phase began, so owed every message sent in its
+    /// room.
     member: bool,
+    /// One per sender of its room, in the order of [`Origin::OwnRoom`].
     tracks: Vec<SeqTrack>,
 }
 
@@ -67,8 +75,11 @@ struct Client {
 pub struct State {
     epoch: Instant,
     senders: usize,
+    rooms: Rooms,
     phase: u32,
     plan: Option<Plan>,
+    /// Wakes the senders that are waiting for a phase to begin.
+    phase_begun: Rc<Notify>,
     clients: Vec<Client>,
     /// Per sender: messages written in this phase.
     sent: Vec<u64>,
@@ -77,9 +88,14 @@ pub struct State {
     awaiting: Vec<Option<u64>>,
     latency: Vec<Histogram>,
     deliveries: Vec<u64>,
+    /// Per room: members when the phase began, and distinct copies they got.
+    room_members: Vec<u64>,
+    room_deliveries: Vec<u64>,
     duplicates: u64,
     late: u64,
     errors: u64,
+    /// Copies from, or labelled with, a room other than the receiver's.
+    other_room: u64,
     last_delivery: Option<Instant>,
     ends: BTreeMap<String, u64>,
     text: Vec<u8>,
@@ -143,17 +159,29 @@ impl State {
             return;
         };
         let client = &mut self.clients[index];
-        let Some(track) = client.tracks.get_mut(tag.sender as usize) else {
-            self.late += 1;
-            return;
+        let track = match self
+            .rooms
+            .origin(client.room, tag.sender as usize, self.senders, event)
+        {
+            Origin::OwnRoom(track) => track,
+            // Whatever its phase: isolation is broken either way.
+            Origin::OtherRoom => {
+                self.other_room += 1;
+                return;
+            }
+            Origin::Unknown => {
+                self.late += 1;
+                return;
+            }
         };
         if tag.phase != self.phase || !client.member {
             self.late += 1;
             return;
         }
-        match track.record(tag.seq) {
+        match client.tracks[track].record(tag.seq) {
             Arrival::New => {
                 self.deliveries[client.group] += 1;
+                self.room_deliveries[client.room] += 1;
                 self.latency[client.group].record(now_us.saturating_sub(tag.sent_us));
                 self.last_delivery = Some(now);
             }
@@ -188,14 +216,38 @@ impl State {
                 sent_us,
             };
             self.text.clear();
-            self.text
-                .extend_from_slice(b"{\"type\":\"message\",\"message\":\"");
+            self.text.extend_from_slice(b"{\"type\":\"message\",");
+            self.rooms
+                .write_room_field(self.rooms.of_client(index), &mut self.text);
+            self.text.extend_from_slice(b"\"message\":\"");
             tag.write_text(&mut self.text, plan.pad);
             self.text.extend_from_slice(b"\"}");
             wire::encode(out, wire::OP_TEXT, &self.text);
             self.awaiting[index] = Some(tag.seq);
             self.sent[index] += 1;
         }
+    }
+
+    /// When sender `index` next has a message due, if the clock decides
+    /// that; `None` when only an echo or the next phase can.
+    pub fn next_due(&self, index: usize, now: Instant) -> Option<Instant> {
+        let plan = self.plan?;
+        if index >= self.senders {
+            return None;
+        }
+        let slot = next_slot(
+            plan.pacing,
+            now.saturating_duration_since(plan.start),
+            plan.end - plan.start,
+            self.awaiting[index].is_some(),
+            self.sent[index],
+            (index, self.senders),
+        )?;
+        Some(plan.start + slot)
+    }
+
+    pub fn phase_begun(&self) -> Rc<Notify> {
+        self.phase_begun.clone()
     }
 
     pub fn ended(&mut self, index: usize, end: End) {
@@ -211,9 +263,77 @@ impl State {
         self.deliveries.iter().sum()
     }
 
+    /// Starts a phase that sends as `plan` says: every count from zero, and
+    /// the clients connected now are its members.
+    fn begin_phase(&mut self, plan: Plan) {
+        self.phase += 1;
+        self.sent.fill(0);
+        self.awaiting.fill(None);
+        let mut room_members = vec![0; self.rooms.count()];
+        for client in &mut self.clients {
+            client.member = client.alive;
+            client.tracks.fill(SeqTrack::default());
+            room_members[client.room] += u64::from(client.member);
+        }
+        self.room_deliveries = vec![0; room_members.len()];
+        self.room_members = room_members;
+        let groups = self.latency.len();
+        self.latency = vec![Histogram::default(); groups];
+        self.deliveries = vec![0; groups];
+        (self.duplicates, self.late, self.errors, self.other_room) = (0, 0, 0, 0);
+        self.last_delivery = None;
+        self.ends.clear();
+        self.plan = Some(plan);
+        self.phase_begun.notify_waiters();
+    }
+
+    /// Stops sending and reports what arrived, lost copies counted room by
+    /// room; the CPU figures are the caller's to fill in.
+    fn finish_phase(&mut self) -> PhaseReport {
+        let plan = self.plan.take().expect("a phase is running");
+        let deliveries = self.unique_deliveries();
+        let last = self.last_delivery.unwrap_or(plan.end).max(plan.end);
+        let room_lost: Vec<u64> = self
+            .room_expected()
+            .iter()
+            .zip(&self.room_deliveries)
+            .map(|(expected, delivered)| expected.saturating_sub(*delivered))
+            .collect();
+        PhaseReport {
+            pacing: plan.pacing,
+            members: self.clients.iter().filter(|c| c.member).count(),
+            sent: self.sent.iter().sum(),
+            deliveries,
+            lost: room_lost.iter().sum(),
+            duplicates: self.duplicates,
+            late: self.late,
+            errors: self.errors,
+            other_room: self.other_room,
+            rooms: self.rooms.count(),
+            rooms_with_loss: room_lost.iter().filter(|&&lost| lost > 0).count(),
+            window: last - plan.start,
+            latency: self.latency.clone(),
+            ends: std::mem::take(&mut self.ends),
+            server_cpu_s: None,
+            tool_cpu_s: 0.0,
+        }
+    }
+
+    /// Per room: the copies its members are owed, every message sent in it
+    /// once per member.
+    fn room_expected(&self) -> Vec<u64> {
+        let mut sent = vec![0; self.rooms.count()];
+        for (sender, count) in self.sent.iter().enumerate() {
+            sent[self.rooms.of_client(sender)] += count;
+        }
+        sent.iter()
+            .zip(&self.room_members)
+            .map(|(sent, members)| sent * members)
+            .collect()
+    }
+
     fn expected(&self) -> u64 {
-        let members = self.clients.iter().filter(|c| c.member).count() as u64;
-        self.sent.iter().sum::<u64>() * members
+        self.room_expected().iter().sum()
     }
 }
 
@@ -235,10 +355,16 @@ pub struct PhaseReport {
     pub members: usize,
     pub sent: u64,
     pub deliveries: u64,
+    /// Copies owed and not delivered, counted room by room.
     pub lost: u64,
     pub duplicates: u64,
     pub late: u64,
     pub errors: u64,
+    /// Copies from, or labelled with, another room than the receiver's.
+    pub other_room: u64,
+    pub rooms: usize,
+    /// Rooms in which some member missed a copy.
+    pub rooms_with_loss: usize,
     /// From the first send to the last delivery (at least the send period).
     pub window: Duration,
     /// Per client group, microseconds from write to arrival.
@@ -291,22 +417,28 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// A fleet whose first `senders` clients send; `groups` sets apart clients
-    /// whose latency is reported separately (local and remote in `cross`).
-    pub fn new(senders: usize, groups: usize, server_pid: Option<u32>) -> Self {
+    /// A fleet whose first `senders` clients send, split into `rooms`;
+    /// `groups` sets apart clients whose latency is reported separately
+    /// (local and remote in `cross`).
+    pub fn new(senders: usize, rooms: Rooms, groups: usize, server_pid: Option<u32>) -> Self {
         let state = State {
             epoch: Instant::now(),
             senders,
+            rooms,
             phase: 0,
             plan: None,
+            phase_begun: Rc::new(Notify::new()),
             clients: Vec::new(),
             sent: vec![0; senders],
             awaiting: vec![None; senders],
             latency: vec![Histogram::default(); groups],
             deliveries: vec![0; groups],
+            room_members: vec![0; rooms.count()],
+            room_deliveries: vec![0; rooms.count()],
             duplicates: 0,
             late: 0,
             errors: 0,
+            other_room: 0,
             last_delivery: None,
             ends: BTreeMap::new(),
             text: Vec::new(),
@@ -336,17 +468,21 @@ impl Fleet {
         in_flight: usize,
         timeout: Duration,
     ) -> ConnectReport {
-        let first = {
+        let (first, rooms) = {
             let mut state = self.state.borrow_mut();
             let first = state.clients.len();
-            let senders = state.senders;
-            state.clients.extend((0..count).map(|_| Client {
-                group,
-                alive: false,
-                member: false,
-                tracks: vec![SeqTrack::default(); senders],
+            let (senders, rooms) = (state.senders, state.rooms);
+            state.clients.extend((first..first + count).map(|index| {
+                let room = rooms.of_client(index);
+                Client {
+                    group,
+                    room,
+                    alive: false,
+                    member: false,
+                    tracks: vec![SeqTrack::default(); rooms.senders_in(room, senders)],
+                }
             }));
-            first
+            (first, rooms)
         };
         let next = Rc::new(Cell::new(first));
         let end = first + count;
@@ -364,9 +500,11 @@ impl Fleet {
                         next.set(index + 1);
                         let began = Instant::now();
                         let source = conn::source_address(index);
-                        let opened = tokio::time::timeout(timeout, conn::open(server, source))
-                            .await
-                            .unwrap_or_else(|_| Err("timed out".into()));
+                        let path = rooms.ws_path(rooms.of_client(index));
+                        let opened =
+                            tokio::time::timeout(timeout, conn::open(server, &path, source))
+                                .await
+                                .unwrap_or_else(|_| Err("timed out".into()));
                         let mut report = report.borrow_mut();
                         match opened {
                             Ok(opened) => {
@@ -408,31 +546,14 @@ impl Fleet {
     ) -> PhaseReport {
         let cpu_before = self.server_cpu();
         let tool_before = tool_cpu();
-        let plan = {
-            let mut state = self.state.borrow_mut();
-            state.phase += 1;
-            state.sent.fill(0);
-            state.awaiting.fill(None);
-            for client in &mut state.clients {
-                client.member = client.alive;
-                client.tracks.fill(SeqTrack::default());
-            }
-            let groups = state.latency.len();
-            state.latency = vec![Histogram::default(); groups];
-            state.deliveries = vec![0; groups];
-            (state.duplicates, state.late, state.errors) = (0, 0, 0);
-            state.last_delivery = None;
-            state.ends.clear();
-            let start = Instant::now() + Duration::from_millis(10);
-            let plan = Plan {
-                start,
-                end: start + duration,
-                pacing,
-                pad,
-            };
-            state.plan = Some(plan);
-            plan
+        let start = Instant::now() + Duration::from_millis(10);
+        let plan = Plan {
+            start,
+            end: start + duration,
+            pacing,
+            pad,
         };
+        self.state.borrow_mut().begin_phase(plan);
         tokio::time::sleep_until((plan.end + Duration::from_millis(5)).into()).await;
         let give_up = Instant::now() + drain;
         loop {
@@ -445,25 +566,10 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut state = self.state.borrow_mut();
-        state.plan = None;
-        let deliveries = state.unique_deliveries();
-        let last = state.last_delivery.unwrap_or(plan.end).max(plan.end);
-        PhaseReport {
-            pacing,
-            members: state.clients.iter().filter(|c| c.member).count(),
-            sent: state.sent.iter().sum(),
-            deliveries,
-            lost: state.expected().saturating_sub(deliveries),
-            duplicates: state.duplicates,
-            late: state.late,
-            errors: state.errors,
-            window: last - plan.start,
-            latency: state.latency.clone(),
-            ends: std::mem::take(&mut state.ends),
-            server_cpu_s: cpu_before.zip(self.server_cpu()).map(|(a, b)| b - a),
-            tool_cpu_s: tool_cpu() - tool_before,
-        }
+        let mut report = self.state.borrow_mut().finish_phase();
+        report.server_cpu_s = cpu_before.zip(self.server_cpu()).map(|(a, b)| b - a);
+        report.tool_cpu_s = tool_cpu() - tool_before;
+        report
     }
 
     fn server_cpu(&self) -> Option<f64> {
@@ -496,6 +602,35 @@ fn messages_owed(
     }
 }
 
+/// How long after the start of a send period of `period` the next message
+/// of a sender (having written `sent`, its latest unconfirmed or not) is
+/// due, `elapsed` into it; `None` when the clock will not make one due.
+///
+/// An open loop's next slot is a microsecond past the k-th due time of
+/// [`messages_due`], and only a slot that [`messages_owed`] will agree is due
+/// is given, so a sender never wakes to find nothing owed and spins. A
+/// closed loop's first message is due at the start; each later one is
+/// written when the echo of the last arrives, not by the clock.
+fn next_slot(
+    pacing: Pacing,
+    elapsed: Duration,
+    period: Duration,
+    unconfirmed: bool,
+    sent: u64,
+    (index, senders): (usize, usize),
+) -> Option<Duration> {
+    match pacing {
+        Pacing::Rate(rate) => {
+            let per_sender = rate / senders.max(1) as f64;
+            let offset = (index + 1) as f64 / senders.max(1) as f64;
+            let due = Duration::try_from_secs_f64((sent as f64 + offset) / per_sender).ok()?;
+            let slot = due + Duration::from_micros(1);
+            (messages_due(slot.min(period), per_sender, index, senders) > sent).then_some(slot)
+        }
+        Pacing::Echo => (sent == 0 && !unconfirmed && elapsed < period).then_some(Duration::ZERO),
+    }
+}
+
 /// How many messages sender `sender` of `senders` owes after `elapsed`.
 ///
 /// Its k-th message is due at `(k + (sender + 1) / senders) / per_sender`:
@@ -519,6 +654,79 @@ fn tool_cpu() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server text frame carrying `event`.
+    fn text_frame(event: &str) -> Vec<u8> {
+        assert!(event.len() < 126);
+        let mut frame = vec![0x81, event.len() as u8];
+        frame.extend_from_slice(event.as_bytes());
+        frame
+    }
+
+    /// The `echo` of `sender`'s message `seq` in phase 1, labelled `room`.
+    fn echo(room: &str, sender: u32, seq: u64) -> Vec<u8> {
+        text_frame(&format!(
+            r#"{{"type":"echo","id":"1","room":"{room}","message":"B1 {sender} {seq} 0","ts":1}}"#
+        ))
+    }
+
+    #[test]
+    fn copies_are_owed_room_by_room_and_other_rooms_copies_are_errors() {
+        // Four clients in two rooms: 0 and 2 in r-0, 1 and 3 in r-1; client
+        // 0 sends in r-0 and client 1 in r-1.
+        let fleet = Fleet::new(2, Rooms::Named(2), 1, None);
+        let mut state = fleet.state.borrow_mut();
+        for index in 0..4 {
+            let room = state.rooms.of_client(index);
+            state.clients.push(Client {
+                group: 0,
+                room,
+                alive: true,
+                member: false,
+                tracks: vec![SeqTrack::default(); 1],
+            });
+        }
+        let start = Instant::now();
+        let period = Duration::from_secs(1);
+        state.begin_phase(Plan {
+            start,
+            end: start + period,
+            pacing: Pacing::Rate(2.0),
+            pad: 0,
+        });
+        // Each sender's one message of the period (due at 0.5 s and 1 s).
+        let mut out = Vec::new();
+        state.write_due(0, start + period, &mut out);
+        state.write_due(1, start + period, &mut out);
+        assert_eq!(state.sent, [1, 1]);
+        let last = String::from_utf8_lossy(&state.text).into_owned();
+        assert!(
+            last.starts_with(r#"{"type":"message","room":"r-1","message":"B1 1 0 "#),
+            "{last}"
+        );
+        out.clear();
+        let arrivals: [(usize, Vec<u8>); 6] = [
+            (0, echo("r-0", 0, 0)),
+            (2, echo("r-0", 0, 0)),
+            (2, echo("r-0", 0, 0)), // twice
+            (1, echo("r-1", 1, 0)),
+            (3, echo("r-0", 0, 0)), // r-0's message in r-1
+            (3, echo("r-0", 1, 0)), // r-1's message labelled r-0
+        ];
+        for (client, frame) in arrivals {
+            let used = state.absorb(client, &frame, start + period, &mut out);
+            assert_eq!(used.ok(), Some(frame.len()));
+        }
+
+        let report = state.finish_phase();
+
+        assert_eq!(report.sent, 2);
+        assert_eq!(report.deliveries, 3);
+        assert_eq!(report.duplicates, 1);
+        assert_eq!(report.other_room, 2);
+        assert_eq!(report.lost, 1, "client 3 never got r-1's message");
+        assert_eq!((report.rooms, report.rooms_with_loss), (2, 1));
+    }
 
     #[test]
     fn senders_take_turns_and_each_sends_its_share() {
@@ -556,6 +764,65 @@ mod tests {
         assert_eq!(owed(at(1500), false, 40), 1, "the echo lets the next go");
         assert_eq!(owed(at(2000), false, 41), 0, "none once the period is over");
         assert_eq!(owed(at(9000), false, 41), 0);
+    }
+
+    #[test]
+    fn a_sender_wakes_exactly_when_its_next_message_is_due() {
+        let at = Duration::from_millis;
+        let period = at(1000);
+        for (rate, senders) in [(40.0, 2), (100_000.0, 1000), (3.0, 7), (1e6, 3)] {
+            for index in [0, senders / 2, senders - 1] {
+                let slot = |sent| {
+                    next_slot(
+                        Pacing::Rate(rate),
+                        at(0),
+                        period,
+                        true,
+                        sent,
+                        (index, senders),
+                    )
+                };
+                let owed = |elapsed, sent| {
+                    messages_owed(
+                        Pacing::Rate(rate),
+                        elapsed,
+                        period,
+                        true,
+                        sent,
+                        (index, senders),
+                    )
+                };
+                let mut sent = 0;
+                while let Some(due) = slot(sent) {
+                    assert!(due <= period + at(1), "{rate} {index}: {due:?}");
+                    assert_eq!(owed(due, sent), 1, "{rate} {index} #{sent} at {due:?}");
+                    let before = due - Duration::from_micros(2);
+                    assert_eq!(owed(before, sent), 0, "{rate} {index} #{sent} early");
+                    sent += 1;
+                }
+                assert_eq!(sent, owed(period, 0), "{rate} {index}: all, then none");
+            }
+        }
+        assert_eq!(
+            next_slot(Pacing::Rate(0.0), at(0), period, false, 0, (0, 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_closed_loop_is_woken_by_the_clock_only_for_its_first_message() {
+        let at = Duration::from_millis;
+        let slot = |elapsed, unconfirmed, sent| {
+            next_slot(Pacing::Echo, elapsed, at(2000), unconfirmed, sent, (0, 4))
+        };
+        assert_eq!(slot(at(0), false, 0), Some(Duration::ZERO));
+        assert_eq!(slot(at(5), true, 1), None);
+        assert_eq!(slot(at(5), false, 1), None, "its echo sends the next");
+        assert_eq!(
+            slot(at(2000), false, 0),
+            None,
+            "not once the period is over"
+        );
     }
 
     #[test]

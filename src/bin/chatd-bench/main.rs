@@ -15,6 +15,7 @@ mod fleet;
 mod modes;
 mod procfs;
 mod report;
+mod rooms;
 mod stats;
 mod suite;
 mod wire;
@@ -27,16 +28,22 @@ use std::time::Duration;
 use args::Options;
 use fleet::Pacing;
 use modes::{Dialing, Load, Ramp, Target};
+use rooms::Rooms;
 
 const USAGE: &str = "\
 usage: chatd-bench <mode> [--option value ...]
 
 modes (defaults in brackets):
-  fanout   N clients, S of them sending R messages/s in all, for a while
-           --clients [1000] --senders [10] --rate [100] --duration [5] --size [0] --drain [5]
+  fanout   N clients, S of them sending R messages/s in all, for a while; with --rooms K, client i
+           is in room r-(i % K) and sender s speaks in r-(s % K) (without it, all in the default room)
+           --clients [1000] --senders [10] --rate [100] --duration [5] --size [0] --drain [5] --rooms [none]
   ramp     fanout steps with R raised by --factor until two steps in a row fail (p99 > --p99-ms or a loss);
            reports the highest deliveries/s held
            --clients [1000] --senders [10] --start [100] --factor [1.25] --max-rate [5000]
+           --step [3] --drain [2] --p99-ms [100] --size [0]
+  rooms    the ramp with N clients in K rooms (client i in r-(i % K)), one sender per room, R in all;
+           a copy from another room is an error, and a step with one does not hold
+           --clients [10000] --rooms [1000] --start [2000] --factor [1.25] --max-rate [300000]
            --step [3] --drain [2] --p99-ms [100] --size [0]
   steps    adds --step-clients at a time up to --max-clients; at every size, for --step s,
            each of S broadcasters sends its next message when its own echo of the last arrives
@@ -50,7 +57,7 @@ modes (defaults in brackets):
            --remote ADDR --clients [100] --senders [10] --rate [1000] --duration [5] --settle [1]
   suite    the standard set against fresh chatd processes it starts: see BENCHMARKS.md
            --chatd [next to this binary] --server-cpu [none; e.g. 0] --cross (also cross, via redis-server)
-           --only [all] a comma list of ramp, idle, steps, connect, cross
+           --only [all] a comma list of ramp, rooms, idle, steps, connect, cross
 
 every mode: --addr [127.0.0.1:8000] --server-pid [from GET /status] --in-flight [500]
             --timeout [10] (seconds per handshake) --json (one JSON object per result)
@@ -64,6 +71,7 @@ fn main() -> ExitCode {
         match mode.as_str() {
             "fanout" => fanout(&options),
             "ramp" => ramp(&options),
+            "rooms" => rooms(&options),
             "steps" => steps(&options),
             "idle" => idle(&options),
             "connect" => connect(&options),
@@ -152,8 +160,14 @@ fn dialing(options: &Options, in_flight: usize) -> Result<Dialing, String> {
 }
 
 fn load(options: &Options, clients: usize, senders: usize, rate: f64) -> Result<Load, String> {
+    let clients = options.get("clients", clients)?;
+    let rooms = match options.optional("rooms")? {
+        None => Rooms::General,
+        Some(rooms) => named_rooms(rooms, clients)?,
+    };
     let load = Load {
-        clients: options.get("clients", clients)?,
+        clients,
+        rooms,
         senders: options.get("senders", senders)?,
         rate: options.get("rate", rate)?,
         duration: seconds(options, "duration", 5.0)?,
@@ -164,6 +178,13 @@ fn load(options: &Options, clients: usize, senders: usize, rate: f64) -> Result<
         return Err("--senders must be from 1 to --clients".into());
     }
     Ok(load)
+}
+
+fn named_rooms(rooms: usize, clients: usize) -> Result<Rooms, String> {
+    if rooms == 0 || rooms > clients {
+        return Err("--rooms must be from 1 to --clients".into());
+    }
+    Ok(Rooms::Named(rooms))
 }
 
 fn print_phases(options: &Options, mode: &str, rows: &[(String, &fleet::PhaseReport)]) {
@@ -194,14 +215,43 @@ fn fanout(options: &Options) -> Result<(), String> {
 }
 
 fn ramp(options: &Options) -> Result<(), String> {
+    let load = load(options, 1000, 10, 0.0)?;
+    ramp_load(options, "ramp", load, 100.0, 5000.0)
+}
+
+/// The ramp in rooms: one sender per room, so a room's members are owed
+/// only its sender's messages.
+fn rooms(options: &Options) -> Result<(), String> {
+    let clients = options.get("clients", 10_000)?;
+    let rooms = options.get("rooms", 1000)?;
+    let load = Load {
+        clients,
+        rooms: named_rooms(rooms, clients)?,
+        senders: rooms,
+        rate: 0.0,
+        duration: Duration::ZERO,
+        pad: options.get("size", 0)?,
+        drain: Duration::ZERO,
+    };
+    ramp_load(options, "rooms", load, 2000.0, 300_000.0)
+}
+
+/// Runs `ramp` or `rooms`: `load` stepped from `--start` (`start` by
+/// default) up to `--max-rate` messages/s in all.
+fn ramp_load(
+    options: &Options,
+    mode: &str,
+    mut load: Load,
+    start: f64,
+    max_rate: f64,
+) -> Result<(), String> {
     let (addr, pid) = target(options)?;
-    let mut load = load(options, 1000, 10, 0.0)?;
     load.duration = seconds(options, "step", 3.0)?;
     load.drain = seconds(options, "drain", 2.0)?;
     let ramp = Ramp {
-        start: options.get("start", 100.0)?,
+        start: options.get("start", start)?,
         factor: options.get("factor", 1.25)?,
-        max_rate: options.get("max-rate", 5000.0)?,
+        max_rate: options.get("max-rate", max_rate)?,
         p99_limit: Duration::from_millis(options.get("p99-ms", 100)?),
     };
     if ramp.factor <= 1.0 || ramp.start <= 0.0 {
@@ -209,9 +259,10 @@ fn ramp(options: &Options) -> Result<(), String> {
     }
     let dialing = dialing(options, 500)?;
     let (target, json) = begin(options, addr, pid, report::PHASE_HEADER)?;
+    let step_mode = format!("{mode}-step");
     let steps = block_on(modes::ramp(target, load, ramp, dialing, |step, held| {
         if json {
-            println!("{}", report::phase_json("ramp-step", step));
+            println!("{}", report::phase_json(&step_mode, step));
         } else {
             println!(
                 "{}",
@@ -219,17 +270,22 @@ fn ramp(options: &Options) -> Result<(), String> {
             );
         }
     }))?;
+    let other_room: u64 = steps.iter().map(|(step, _)| step.other_room).sum();
     match modes::best_held(&steps) {
-        Some(best) if json => println!("{}", report::phase_json("ramp", best)),
+        Some(best) if json => println!("{}", report::phase_json(mode, best)),
         Some(best) => println!(
-            "ramp: {} deliveries/s held at {} clients (p99 {} ms, {} core-s per million deliveries)",
+            "{mode}: {} deliveries/s held at {} clients{} (p99 {} ms, {} core-s per million deliveries)",
             report::thousands(best.deliveries_per_s() as u64),
             best.members,
+            report::in_rooms(best),
             report::ms(best.all_latency().percentile(99.0)),
             best.cpu_per_million()
                 .map_or("-".into(), |cpu| format!("{cpu:.2}")),
         ),
-        None => println!("ramp: no step held"),
+        None => println!("{mode}: no step held"),
+    }
+    if other_room > 0 && !json {
+        println!("{mode}: {other_room} copies from other rooms in all steps");
     }
     Ok(())
 }
@@ -240,6 +296,7 @@ fn steps(options: &Options) -> Result<(), String> {
     let max_clients = options.get("max-clients", 19_000)?;
     let load = Load {
         clients: max_clients,
+        rooms: Rooms::General,
         senders: options.get("senders", 4)?,
         rate: options.get("rate", 0.0)?,
         duration: seconds(options, "step", 2.0)?,

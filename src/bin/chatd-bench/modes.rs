@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::fleet::{ConnectReport, Fleet, Pacing, PhaseReport};
 use crate::procfs;
+use crate::rooms::Rooms;
 
 /// Where the clients connect, and the server process to measure there.
 #[derive(Debug, Clone, Copy)]
@@ -23,10 +24,11 @@ pub struct Dialing {
     pub timeout: Duration,
 }
 
-/// N clients, S of them senders, R messages a second in all.
+/// N clients in some rooms, S of them senders, R messages a second in all.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
     pub clients: usize,
+    pub rooms: Rooms,
     pub senders: usize,
     pub rate: f64,
     pub duration: Duration,
@@ -58,7 +60,7 @@ async fn connect_all(
 
 /// `fanout`: one phase at a fixed rate.
 pub async fn fanout(target: Target, load: Load, dialing: Dialing) -> Result<PhaseReport, String> {
-    let fleet = Fleet::new(load.senders, 1, target.pid);
+    let fleet = Fleet::new(load.senders, load.rooms, 1, target.pid);
     connect_all(&fleet, target.addr, load.clients, 0, dialing).await?;
     Ok(fleet
         .run_phase(Pacing::Rate(load.rate), load.duration, load.pad, load.drain)
@@ -74,11 +76,13 @@ pub struct Ramp {
     pub p99_limit: Duration,
 }
 
-/// Whether a step held: nothing lost, duplicated or refused, p99 in bound.
+/// Whether a step held: nothing lost, duplicated, refused or from another
+/// room, p99 in bound.
 pub fn step_held(report: &PhaseReport, p99_limit: Duration) -> bool {
     report.lost == 0
         && report.duplicates == 0
         && report.errors == 0
+        && report.other_room == 0
         && report.deliveries > 0
         && report.all_latency().percentile(99.0) <= p99_limit.as_micros() as u64
 }
@@ -86,6 +90,7 @@ pub fn step_held(report: &PhaseReport, p99_limit: Duration) -> bool {
 /// `ramp`: raises the rate by `factor` per step until two steps in a row fail
 /// to hold (one stray latency spike on a shared machine should not end the
 /// ramp); every step is returned, the caller picks the best that held.
+/// `rooms` is the same ramp with `load.rooms` named rooms.
 pub async fn ramp(
     target: Target,
     load: Load,
@@ -93,7 +98,7 @@ pub async fn ramp(
     dialing: Dialing,
     mut on_step: impl FnMut(&PhaseReport, bool),
 ) -> Result<Vec<(PhaseReport, bool)>, String> {
-    let fleet = Fleet::new(load.senders, 1, target.pid);
+    let fleet = Fleet::new(load.senders, load.rooms, 1, target.pid);
     connect_all(&fleet, target.addr, load.clients, 0, dialing).await?;
     let mut steps = Vec::new();
     let mut rate = ramp.start;
@@ -144,7 +149,7 @@ pub async fn idle(
     dialing: Dialing,
 ) -> Result<IdleReport, String> {
     let rss_before = procfs::rss_bytes(pid)?;
-    let fleet = Fleet::new(0, 1, Some(pid));
+    let fleet = Fleet::new(0, Rooms::General, 1, Some(pid));
     let connect = connect_all(&fleet, addr, clients, 0, dialing).await?;
     tokio::time::sleep(settle).await;
     let rss_after = procfs::rss_bytes(pid)?;
@@ -162,7 +167,7 @@ pub async fn idle(
 
 /// `connect`: `connections` handshakes, `in_flight` at a time, all kept open.
 pub async fn connect(addr: SocketAddr, connections: usize, dialing: Dialing) -> ConnectReport {
-    let fleet = Fleet::new(0, 1, None);
+    let fleet = Fleet::new(0, Rooms::General, 1, None);
     fleet
         .connect(addr, connections, 0, dialing.in_flight, dialing.timeout)
         .await
@@ -180,7 +185,7 @@ pub async fn steps(
     dialing: Dialing,
     mut on_step: impl FnMut(usize, &PhaseReport),
 ) -> Result<Vec<(usize, PhaseReport)>, String> {
-    let fleet = Fleet::new(load.senders, 1, target.pid);
+    let fleet = Fleet::new(load.senders, load.rooms, 1, target.pid);
     let mut results = Vec::new();
     let mut clients = 0;
     while clients + step_clients <= max_clients {
@@ -204,7 +209,7 @@ pub async fn cross(
     settle: Duration,
     dialing: Dialing,
 ) -> Result<PhaseReport, String> {
-    let fleet = Fleet::new(load.senders, 2, local.pid);
+    let fleet = Fleet::new(load.senders, load.rooms, 2, local.pid);
     let local_clients = load.clients / 2;
     connect_all(&fleet, local.addr, local_clients, 0, dialing).await?;
     connect_all(&fleet, remote, load.clients - local_clients, 1, dialing).await?;

@@ -57,11 +57,35 @@ pub fn steps_row(report: &PhaseReport) -> String {
     )
 }
 
-/// The columns from `p50 ms` on, shared by both row kinds.
+/// " in K rooms" when the clients were split into more than one.
+pub fn in_rooms(report: &PhaseReport) -> String {
+    if report.rooms > 1 {
+        format!(" in {} rooms", thousands(report.rooms as u64))
+    } else {
+        String::new()
+    }
+}
+
+/// The columns from `p50 ms` on, shared by both row kinds. What only some
+/// runs have (copies from other rooms, rooms that lost copies, connections
+/// that ended) follows the last column when there is any.
 fn row_tail(report: &PhaseReport) -> String {
     let latency = report.all_latency();
+    let mut notes = String::new();
+    if report.other_room > 0 {
+        notes += &format!(" from other rooms: {}", report.other_room);
+    }
+    if report.rooms > 1 && report.rooms_with_loss > 0 {
+        notes += &format!(
+            " rooms with losses: {} of {}",
+            report.rooms_with_loss, report.rooms
+        );
+    }
+    if !report.ends.is_empty() {
+        notes += &format!(" ended: {:?}", report.ends);
+    }
     format!(
-        "{:>8} {:>8} {:>8} {:>8} {:>5} {:>4} {:>4} {:>8} {:>7.0}%{}",
+        "{:>8} {:>8} {:>8} {:>8} {:>5} {:>4} {:>4} {:>8} {:>7.0}%{notes}",
         ms(latency.percentile(50.0)),
         ms(latency.percentile(95.0)),
         ms(latency.percentile(99.0)),
@@ -73,11 +97,6 @@ fn row_tail(report: &PhaseReport) -> String {
             .cpu_per_million()
             .map_or("-".into(), |cpu| format!("{cpu:.2}")),
         report.tool_busy() * 100.0,
-        if report.ends.is_empty() {
-            String::new()
-        } else {
-            format!(" ended: {:?}", report.ends)
-        }
     )
 }
 
@@ -112,6 +131,9 @@ pub fn phase_json(mode: &str, report: &PhaseReport) -> Value {
         "duplicates": report.duplicates,
         "late": report.late,
         "errors": report.errors,
+        "other_room": report.other_room,
+        "rooms": report.rooms,
+        "rooms_with_loss": report.rooms_with_loss,
         "ended": report.ends,
         "server_cpu_s": report.server_cpu_s,
         "core_s_per_million": report.cpu_per_million(),

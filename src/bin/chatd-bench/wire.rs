@@ -20,10 +20,11 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
 
-/// The HTTP request that opens a WebSocket on `host` at `/ws`.
-pub fn upgrade_request(host: &str) -> String {
+/// The HTTP request that opens a WebSocket on `host` at `path` (`/ws` and
+/// its query).
+pub fn upgrade_request(host: &str, path: &str) -> String {
     format!(
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
 }
@@ -270,6 +271,8 @@ mod tests {
                 "{what}"
             );
         }
-        assert!(upgrade_request("127.0.0.1:1").contains(KEY));
+        let request = upgrade_request("127.0.0.1:1", "/ws?room=r-3");
+        assert!(request.starts_with("GET /ws?room=r-3 HTTP/1.1\r\n"));
+        assert!(request.contains(KEY));
     }
 }

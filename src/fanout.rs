@@ -1,0 +1,281 @@
+//! [`Fanout`]: the hub's delivery machinery, who gets which frames and how
+//! they are batched. The `ChatHub` actor decides what to say; this decides
+//! who hears it and hands each session its bytes.
+//!
+//! Every broadcast event is encoded as a WebSocket frame once and appended to
+//! its room's batch (or the everyone batch). The batches of one hub turn go
+//! out together at [`Fanout::flush`]: every member of a room gets the same
+//! bytes, and a session gets one [`Deliver`] per turn carrying the frames of
+//! all its rooms, so under load the per-client cost of many events is one
+//! mailbox push and one socket write. Events keep their order within a room;
+//! within one turn, a session in several rooms gets the everyone batch first,
+//! then each room's batch.
+//!
+//! A room exists only while it has members or joiners: one with neither
+//! costs nothing, not even a map entry. A joiner is a session whose `join`
+//! waits for the room's history (from Redis): what the room says meanwhile is
+//! kept for it, with each event's offset, so that once the history arrives it
+//! gets exactly what came after, with no gap and no repeat.
+
+use std::collections::HashMap;
+
+use actix::Recipient;
+use actix_web::web::{Bytes, BytesMut};
+
+use crate::actors::chat_hub::{Audience, Deliver};
+use crate::protocol::{Frame, RoomName, SessionId};
+use crate::wire;
+
+/// Batches this large in all go out at once rather than at the end of the turn.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Events a joiner missed while its history was read: offset (if stored)
+/// and the event.
+pub type Held = Vec<(Option<u64>, Frame)>;
+
+/// A session whose join of a room waits for the room's history.
+struct Joiner {
+    request: u64,
+    /// What the room said since the join began; `None` for a session that
+    /// is a member already (asking again), which gets it live instead.
+    held: Option<Held>,
+}
+
+/// A room with local members or joiners, and its frames of this turn.
+#[derive(Default)]
+struct Room {
+    members: HashMap<SessionId, Recipient<Deliver>>,
+    joiners: HashMap<SessionId, Joiner>,
+    batch: BytesMut,
+}
+
+impl Room {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.joiners.is_empty()
+    }
+
+    /// Members, and joiners that will be members.
+    fn size(&self) -> usize {
+        let new = self.joiners.values().filter(|j| j.held.is_some()).count();
+        self.members.len() + new
+    }
+}
+
+/// Who hears what; see the module docs.
+#[derive(Default)]
+pub struct Fanout {
+    /// The sessions that get everyone-events (welcomed ones).
+    sessions: HashMap<SessionId, Recipient<Deliver>>,
+    /// How many rooms each session is a member of.
+    room_counts: HashMap<SessionId, usize>,
+    rooms: HashMap<RoomName, Room>,
+    /// Frames for every session this turn, not yet handed out.
+    everyone: BytesMut,
+    /// Rooms whose batch holds frames this turn, in the order first used.
+    touched: Vec<RoomName>,
+    /// Bytes in all batches of this turn.
+    batched: usize,
+    /// Sessions in more than one room; while there are none, every room's
+    /// batch can go straight to its members.
+    multi_room: usize,
+}
+
+impl Fanout {
+    /// Starts handing everyone-events to session `id`.
+    pub fn add_session(&mut self, id: SessionId, recipient: Recipient<Deliver>) {
+        self.sessions.insert(id, recipient);
+    }
+
+    /// Forgets session `id` everywhere: its rooms, its joins.
+    pub fn remove_session(&mut self, id: SessionId, rooms: &[RoomName]) {
+        for room in rooms {
+            self.exit(id, room);
+        }
+        self.sessions.remove(&id);
+        if let Some(count) = self.room_counts.remove(&id) {
+            self.multi_room -= usize::from(count > 1);
+        }
+    }
+
+    /// Makes session `id` a member of `room`; `true` when the room is new here.
+    pub fn enter(
+        &mut self,
+        id: SessionId,
+        recipient: &Recipient<Deliver>,
+        room: &RoomName,
+    ) -> bool {
+        let opened = !self.rooms.contains_key(room);
+        let entry = self.rooms.entry(room.clone()).or_default();
+        if entry.members.insert(id, recipient.clone()).is_none() {
+            let count = self.room_counts.entry(id).or_default();
+            *count += 1;
+            self.multi_room += usize::from(*count == 2);
+        }
+        opened
+    }
+
+    /// Starts holding `room`'s events for session `id` until
+    /// [`Fanout::finish_join`] with the same `request`; `true` when the room
+    /// is new here. A member asking again keeps getting them live.
+    pub fn begin_join(&mut self, id: SessionId, room: &RoomName, request: u64) -> bool {
+        let opened = !self.rooms.contains_key(room);
+        let entry = self.rooms.entry(room.clone()).or_default();
+        let held = (!entry.members.contains_key(&id)).then(Vec::new);
+        entry.joiners.insert(id, Joiner { request, held });
+        opened
+    }
+
+    /// Whether session `id` waits for `room`'s history under `request`.
+    pub fn is_joining(&self, id: SessionId, room: &RoomName, request: u64) -> bool {
+        let joiner = self.rooms.get(room).and_then(|r| r.joiners.get(&id));
+        joiner.is_some_and(|j| j.request == request)
+    }
+
+    /// Ends the join `request`: the session becomes a member (if it was not)
+    /// and gets back what the room said meanwhile. `None` when that join is
+    /// no longer waiting (left, gone, or asked again since).
+    pub fn finish_join(
+        &mut self,
+        id: SessionId,
+        recipient: &Recipient<Deliver>,
+        room: &RoomName,
+        request: u64,
+    ) -> Option<Held> {
+        if !self.is_joining(id, room, request) {
+            return None;
+        }
+        let entry = self
+            .rooms
+            .get_mut(room)
+            .expect("joining, so the room exists");
+        let joiner = entry.joiners.remove(&id).expect("checked above");
+        self.enter(id, recipient, room);
+        Some(joiner.held.unwrap_or_default())
+    }
+
+    /// Takes session `id` out of `room`, members and joiners alike; `true`
+    /// when that closed the room here. What the room said this turn is
+    /// handed out first: it was said while the session was a member.
+    pub fn exit(&mut self, id: SessionId, room: &RoomName) -> bool {
+        if self.rooms.get(room).is_some_and(|r| !r.batch.is_empty()) {
+            self.flush();
+        }
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        entry.joiners.remove(&id);
+        if entry.members.remove(&id).is_some() {
+            if let Some(count) = self.room_counts.get_mut(&id) {
+                self.multi_room -= usize::from(*count == 2);
+                *count -= 1;
+                if *count == 0 {
+                    self.room_counts.remove(&id);
+                }
+            }
+        }
+        if !entry.is_empty() {
+            return false;
+        }
+        self.rooms.remove(room);
+        true
+    }
+
+    /// Local members of `room`, joiners included.
+    pub fn room_size(&self, room: &RoomName) -> usize {
+        self.rooms.get(room).map_or(0, Room::size)
+    }
+
+    /// Every room here and its local members.
+    pub fn rooms(&self) -> impl Iterator<Item = (&RoomName, usize)> {
+        self.rooms.iter().map(|(name, room)| (name, room.size()))
+    }
+
+    /// Sessions that get everyone-events.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Queues `frame` for `audience`; `true` when the batches are big enough
+    /// to go out now, without waiting for the end of the turn.
+    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &Frame) -> bool {
+        match audience {
+            Audience::Everyone if !self.sessions.is_empty() => {
+                wire::append_text(&mut self.everyone, frame.as_bytes());
+            }
+            Audience::Everyone => return false,
+            Audience::Room(name) => {
+                let Some(room) = self.rooms.get_mut(name) else {
+                    return false;
+                };
+                for held in room.joiners.values_mut().filter_map(|j| j.held.as_mut()) {
+                    held.push((offset, frame.clone()));
+                }
+                if room.members.is_empty() {
+                    return false;
+                }
+                if room.batch.is_empty() {
+                    self.touched.push(name.clone());
+                }
+                wire::append_text(&mut room.batch, frame.as_bytes());
+            }
+        }
+        self.batched += frame.len();
+        self.batched >= MAX_BATCH_BYTES
+    }
+
+    /// Hands this turn's batches to the members; the bytes are shared, not
+    /// copied. The common turns go straight to the members: only
+    /// everyone-events, one room's, or several rooms' while no session is in
+    /// more than one. Otherwise each session's list is gathered first, so it
+    /// still gets one delivery.
+    pub fn flush(&mut self) {
+        self.batched = 0;
+        let everyone = (!self.everyone.is_empty()).then(|| self.everyone.split().freeze());
+        match (everyone, self.touched.len()) {
+            (None, 0) => {}
+            (Some(frames), 0) => {
+                for session in self.sessions.values() {
+                    session.do_send(Deliver::Frames(frames.clone()));
+                }
+            }
+            (None, n) if n == 1 || self.multi_room == 0 => {
+                for name in self.touched.drain(..) {
+                    let room = self.rooms.get_mut(&name).expect("touched rooms exist");
+                    let frames = room.batch.split().freeze();
+                    for member in room.members.values() {
+                        member.do_send(Deliver::Frames(frames.clone()));
+                    }
+                }
+            }
+            (everyone, _) => self.flush_lists(everyone),
+        }
+    }
+
+    fn flush_lists(&mut self, everyone: Option<Bytes>) {
+        let mut batches = Vec::with_capacity(self.touched.len());
+        for name in self.touched.drain(..) {
+            let room = self.rooms.get_mut(&name).expect("touched rooms exist");
+            batches.push((name, room.batch.split().freeze()));
+        }
+        let mut lists: HashMap<SessionId, (&Recipient<Deliver>, Vec<Bytes>)> = HashMap::new();
+        if let Some(frames) = everyone {
+            for (id, session) in &self.sessions {
+                lists.insert(*id, (session, vec![frames.clone()]));
+            }
+        }
+        for (name, frames) in batches {
+            for (id, member) in &self.rooms[&name].members {
+                let list = lists.entry(*id).or_insert_with(|| (member, Vec::new()));
+                list.1.push(frames.clone());
+            }
+        }
+        for (recipient, mut list) in lists.into_values() {
+            let deliver = if list.len() == 1 {
+                Deliver::Frames(list.pop().expect("one batch"))
+            } else {
+                Deliver::FrameLists(list)
+            };
+            recipient.do_send(deliver);
+        }
+    }
+}
