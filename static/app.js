@@ -497,7 +497,7 @@ function trim(room, keep) {
  * asked for: rows of a lost one have nothing older to load.
  */
 async function loadOlder(room) {
-  if (room.loadingOlder || room.startReached) return;
+  if (room.loadingOlder || room.startReached || rowCount(room.log) >= WINDOW_MAX) return;
   const oldest = room.log.querySelector("[data-offset]");
   const at = client.positions()[room.name];
   if (!oldest || !at || oldest.dataset.epoch !== at.epoch || Number(oldest.dataset.offset) <= 1) {
@@ -653,6 +653,8 @@ function prepend(room, events, epoch) {
     last.dataset.ts = String(ts);
     last.querySelector(".stack").append(makeBubble(room, event, epoch, own, from, ts));
   }
+  // Measured before anything moves: the view keeps its distance from the bottom.
+  const fromBottom = log.scrollHeight - log.scrollTop;
   // The last loaded group and the first on the page may be one sender's run.
   const first = log.firstElementChild;
   const firstBubble = first && first.classList.contains("group") ? first.querySelector(".bubble") : null;
@@ -662,7 +664,6 @@ function prepend(room, events, epoch) {
     for (const b of [...last.querySelectorAll(".bubble")]) stack.insertBefore(b, firstBubble);
     last.remove();
   }
-  const fromBottom = log.scrollHeight - log.scrollTop;
   log.prepend(rows);
   log.scrollTop = log.scrollHeight - fromBottom;
 }
