@@ -3,7 +3,7 @@
 //! divider when the server could not resume, older messages on scroll up
 //! with a bounded window, and repeated notices collapsed into one pill.
 
-use crate::helpers::{TestChat, WAIT};
+use crate::helpers::{Page, TestChat, WAIT};
 
 const MISSING: &str = "[some messages may be missing]";
 
@@ -161,6 +161,7 @@ async fn after_a_restart_that_lost_the_history_the_page_says_messages_may_be_mis
         "the divider sits between: {rows:?}"
     );
     assert_eq!(page.rows_anywhere_containing("before the restart").await, 1);
+    picture(&page, "history-divider.png").await;
     page.close().await;
 }
 
@@ -206,6 +207,7 @@ async fn repeated_periodic_notices_collapse_into_one_pill_that_counts_them() {
         page.rows_anywhere_containing("Periodic notification").await,
         1
     );
+    picture(&page, "history-repeated-notice.png").await;
     page.close().await;
 }
 
@@ -267,4 +269,13 @@ async fn scrolling_to_the_top_loads_older_messages_and_the_window_stays_bounded(
     .await;
     assert_eq!(messages(&page.rows().await).last(), Some(&"m 640"));
     page.close().await;
+}
+
+/// Keeps a picture of the page in the test's scratch directory, to look at
+/// when the layout is in doubt.
+async fn picture(page: &Page, file: &str) {
+    let png = page.screenshot().await;
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
+    std::fs::write(&path, png).expect("the screenshot is written");
+    eprintln!("wrote {}", path.display());
 }
