@@ -113,6 +113,31 @@ impl TestChat {
         page
     }
 
+    /// Waits until `server` is connected to Redis and follows `rooms` room
+    /// channels, so what another process says in them reaches its pages.
+    pub async fn wait_until_relaying(&self, server: &ServerProcess, rooms: u64) {
+        let client = awc::Client::builder().timeout(WAIT).finish();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut response = client
+                .get(server.url("/status"))
+                .send()
+                .await
+                .expect("GET /status answers");
+            let status: Value = response.json().await.expect("the status is JSON");
+            let redis = &status["redis"];
+            if redis["state"] == "connected" && redis["room_channels"] == rooms {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never followed {rooms} room channels: {status}",
+                server.address
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A WebSocket client of the test's own (no browser) in `general`.
     pub async fn bot(&self, name: &str) -> Bot {
         let url = format!("ws://{}/ws?name={name}", self.server.address);

@@ -64,6 +64,8 @@ async fn messages_said_while_a_page_was_away_appear_once_in_order_after_it_resum
     let first = chat.server.address;
     let ana = chat.open_chat_as("Ana").await;
     let bob = chat.open_chat_on(&second, "Bob").await;
+    chat.wait_until_relaying(&chat.server, 1).await;
+    chat.wait_until_relaying(&second, 1).await;
     ana.say("before").await;
     bob.wait_for_bubble("before").await;
 
