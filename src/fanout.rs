@@ -15,7 +15,11 @@
 //! costs nothing, not even a map entry. A joiner is a session whose `join`
 //! waits for the room's history (from Redis): what the room says meanwhile is
 //! kept for it, with each event's offset, so that once the history arrives it
-//! gets exactly what came after, with no gap and no repeat.
+//! gets exactly what came after, with no gap and no repeat. The history can
+//! also be ahead of the room's live events (it was read from the stream while
+//! the newest events were still on their way here); then the joiner skips
+//! live events up to the history's last offset and becomes a member with the
+//! first one past it.
 
 use std::collections::HashMap;
 
@@ -36,9 +40,13 @@ pub type Held = Vec<(Option<u64>, Frame)>;
 /// A session whose join of a room waits for the room's history.
 struct Joiner {
     request: u64,
+    recipient: Recipient<Deliver>,
     /// What the room said since the join began; `None` for a session that
     /// is a member already (asking again), which gets it live instead.
     held: Option<Held>,
+    /// Set once the history came: its last offset, which live events must
+    /// pass before the joiner becomes a member.
+    floor: Option<u64>,
 }
 
 /// A room with local members or joiners, and its frames of this turn.
@@ -47,6 +55,8 @@ struct Room {
     members: HashMap<SessionId, Recipient<Deliver>>,
     joiners: HashMap<SessionId, Joiner>,
     batch: BytesMut,
+    /// The highest offset handed to the room here.
+    live: u64,
 }
 
 impl Room {
@@ -117,29 +127,43 @@ impl Fanout {
     /// Starts holding `room`'s events for session `id` until
     /// [`Fanout::finish_join`] with the same `request`; `true` when the room
     /// is new here. A member asking again keeps getting them live.
-    pub fn begin_join(&mut self, id: SessionId, room: &RoomName, request: u64) -> bool {
+    pub fn begin_join(
+        &mut self,
+        id: SessionId,
+        recipient: &Recipient<Deliver>,
+        room: &RoomName,
+        request: u64,
+    ) -> bool {
         let opened = !self.rooms.contains_key(room);
         let entry = self.rooms.entry(room.clone()).or_default();
         let held = (!entry.members.contains_key(&id)).then(Vec::new);
-        entry.joiners.insert(id, Joiner { request, held });
+        let joiner = Joiner {
+            request,
+            recipient: recipient.clone(),
+            held,
+            floor: None,
+        };
+        entry.joiners.insert(id, joiner);
         opened
     }
 
     /// Whether session `id` waits for `room`'s history under `request`.
     pub fn is_joining(&self, id: SessionId, room: &RoomName, request: u64) -> bool {
         let joiner = self.rooms.get(room).and_then(|r| r.joiners.get(&id));
-        joiner.is_some_and(|j| j.request == request)
+        joiner.is_some_and(|j| j.request == request && j.floor.is_none())
     }
 
-    /// Ends the join `request`: the session becomes a member (if it was not)
-    /// and gets back what the room said meanwhile. `None` when that join is
+    /// Ends the join `request` with a history whose last offset is `top`:
+    /// answers what the room said meanwhile that the history did not have,
+    /// and makes the session a member once the room's live events have
+    /// caught up with `top` (at once, if they have). `None` when that join is
     /// no longer waiting (left, gone, or asked again since).
     pub fn finish_join(
         &mut self,
         id: SessionId,
-        recipient: &Recipient<Deliver>,
         room: &RoomName,
         request: u64,
+        top: u64,
     ) -> Option<Held> {
         if !self.is_joining(id, room, request) {
             return None;
@@ -148,9 +172,21 @@ impl Fanout {
             .rooms
             .get_mut(room)
             .expect("joining, so the room exists");
-        let joiner = entry.joiners.remove(&id).expect("checked above");
-        self.enter(id, recipient, room);
-        Some(joiner.held.unwrap_or_default())
+        let joiner = entry.joiners.get_mut(&id).expect("checked above");
+        let held = joiner.held.take().unwrap_or_default();
+        let newer: Held = held
+            .into_iter()
+            .filter(|(offset, _)| offset.map_or(true, |o| o > top))
+            .collect();
+        if newer.is_empty() && entry.live < top && !entry.members.contains_key(&id) {
+            // The history is ahead of the live events: wait for them.
+            joiner.floor = Some(top);
+            joiner.held = Some(Vec::new());
+        } else {
+            let joiner = entry.joiners.remove(&id).expect("checked above");
+            self.enter(id, &joiner.recipient, room);
+        }
+        Some(newer)
     }
 
     /// Takes session `id` out of `room`, members and joiners alike; `true`
@@ -207,8 +243,29 @@ impl Fanout {
                 let Some(room) = self.rooms.get_mut(name) else {
                     return false;
                 };
-                for held in room.joiners.values_mut().filter_map(|j| j.held.as_mut()) {
-                    held.push((offset, frame.clone()));
+                if let Some(offset) = offset {
+                    room.live = room.live.max(offset);
+                }
+                let mut caught_up = Vec::new();
+                for (id, joiner) in &mut room.joiners {
+                    match (joiner.floor, offset) {
+                        (None, _) => {
+                            if let Some(held) = joiner.held.as_mut() {
+                                held.push((offset, frame.clone()));
+                            }
+                        }
+                        // Already in the history it was given.
+                        (Some(floor), Some(offset)) if offset <= floor => {}
+                        (Some(_), _) => caught_up.push(*id),
+                    }
+                }
+                for id in caught_up {
+                    let joiner = room.joiners.remove(&id).expect("listed above");
+                    if room.members.insert(id, joiner.recipient).is_none() {
+                        let count = self.room_counts.entry(id).or_default();
+                        *count += 1;
+                        self.multi_room += usize::from(*count == 2);
+                    }
                 }
                 if room.members.is_empty() {
                     return false;

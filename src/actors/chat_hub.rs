@@ -19,10 +19,10 @@
 //! - Without Redis the hub numbers them itself in a [`MemoryHistory`] and
 //!   delivers them at once.
 //! - With Redis the bridge numbers them in Redis, in the same atomic step that
-//!   appends them to the room's stream and publishes them, and hands them back
-//!   as [`Stored`]; only then do local members get them, one pipelined round
-//!   trip later, so a sender's own echo means "stored". While Redis is away
-//!   the bridge hands them back at once without an offset.
+//!   appends them to the room's stream and publishes them, and they come back
+//!   to local members from the room's channel ([`Remote`]) in offset order;
+//!   so a sender's own echo means "stored". While Redis is away the bridge
+//!   hands them back at once without an offset ([`Stored`]).
 //!
 //! A join with Redis waits for the room's history: the session is a joiner
 //! (see [`Fanout`]) until [`HistoryRead`] arrives; what the room says
@@ -354,6 +354,15 @@ struct Arriving {
     replays: HashMap<RoomName, Option<Replay>>,
     /// The rooms it asked to resume in.
     resuming: Vec<RoomName>,
+    /// What it said before its welcome, in order, acted on right after.
+    deferred: Vec<Deferred>,
+}
+
+/// A session's message that came before its welcome.
+enum Deferred {
+    Join(Join),
+    Leave(Leave),
+    Say(Say),
 }
 
 struct DrainState {
@@ -519,7 +528,7 @@ impl ChatHub {
             Store::Redis => {
                 self.next_request += 1;
                 let request = self.next_request;
-                let opened = self.fanout.begin_join(id, room, request);
+                let opened = self.fanout.begin_join(id, session, room, request);
                 self.room_opened(opened, room);
                 let bridge = self.bridge.as_ref().expect("a Redis store has a bridge");
                 bridge.read.do_send(ReadHistory {
@@ -550,15 +559,12 @@ impl ChatHub {
         .expect("server events hold only strings, numbers and JSON")
     }
 
-    /// Hands session `id` the events `held` for it while its join of `room`
-    /// waited, after its `joined`: those newer than what `replay` gave it.
-    fn deliver_held(session: &Recipient<Deliver>, held: Held, replay: Option<&Replay>) {
-        let top = replay.map_or(0, |r| r.offset);
+    /// Hands a session, after its `joined`, the events held for it while
+    /// its join waited (those newer than its history).
+    fn deliver_held(session: &Recipient<Deliver>, held: Held) {
         let mut frames = BytesMut::new();
-        for (offset, frame) in held {
-            if offset.map_or(true, |o| o > top) {
-                wire::append_text(&mut frames, frame.as_bytes());
-            }
+        for (_, frame) in held {
+            wire::append_text(&mut frames, frame.as_bytes());
         }
         if !frames.is_empty() {
             session.do_send(Deliver::Frames(frames.freeze()));
@@ -568,11 +574,13 @@ impl ChatHub {
     /// Sends the welcome of a session whose starting rooms are all in, then
     /// what its rooms said while it waited; from then on it gets
     /// everyone-events too.
-    fn welcome(&mut self, id: SessionId, arriving: Arriving) {
+    /// Answers what the session said meanwhile, to be acted on now.
+    fn welcome(&mut self, id: SessionId, arriving: Arriving) -> Vec<Deferred> {
         let Arriving {
             requests,
             mut replays,
             resuming,
+            deferred,
         } = arriving;
         let member = &self.members[&id];
         let session = member.session.clone();
@@ -601,14 +609,100 @@ impl ChatHub {
         session.do_send(Deliver::Frames(welcome));
         self.fanout.add_session(id, session.clone());
         for (room, request) in requests {
-            if let Some(held) = self.fanout.finish_join(id, &session, &room, request) {
-                let replay = replays.remove(&room).flatten();
-                Self::deliver_held(&session, held, replay.as_ref());
+            let top = replays.remove(&room).flatten().map_or(0, |r| r.offset);
+            if let Some(held) = self.fanout.finish_join(id, &room, request, top) {
+                Self::deliver_held(&session, held);
             }
         }
         if let Some(drain) = &self.draining {
             self.send_shutdown_notice(&session, drain.deadline);
         }
+        deferred
+    }
+
+    /// Defers `message` of session `id` if its welcome has not gone out;
+    /// answers it back otherwise, to be acted on now.
+    fn unless_arriving(&mut self, id: SessionId, message: Deferred) -> Option<Deferred> {
+        match self.members.get_mut(&id).and_then(|m| m.arriving.as_mut()) {
+            Some(arriving) => {
+                arriving.deferred.push(message);
+                None
+            }
+            None => Some(message),
+        }
+    }
+
+    fn act_on(&mut self, message: Deferred, ctx: &mut Context<Self>) {
+        match message {
+            Deferred::Join(join) => self.join(join),
+            Deferred::Leave(leave) => self.leave(leave),
+            Deferred::Say(say) => self.say(say, ctx),
+        }
+    }
+
+    fn join(&mut self, msg: Join) {
+        // `joined` comes after what its other rooms said before it, and
+        // before anything said in the new room after it.
+        self.fanout.flush();
+        let Join { id, room, since } = msg;
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let session = member.session.clone();
+        if !member.rooms.contains(&room) {
+            member.rooms.push(room.clone());
+        }
+        let asked_since = since.is_some();
+        if let Ok(replay) = self.begin_join(id, &session, &room, since) {
+            let joined = self.joined_json(&room, asked_since, Some(&replay));
+            session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
+        }
+    }
+
+    fn leave(&mut self, msg: Leave) {
+        // It was a member for everything said before it left.
+        self.fanout.flush();
+        let Some(member) = self.members.get_mut(&msg.id) else {
+            return;
+        };
+        let Some(at) = member.rooms.iter().position(|room| *room == msg.room) else {
+            return;
+        };
+        member.rooms.remove(at);
+        let left = ServerEvent::Left {
+            room: msg.room.as_str(),
+            ts: now_ms(),
+        };
+        member.session.do_send(Deliver::Frames(left.to_wire()));
+        self.exit(msg.id, &msg.room);
+    }
+
+    fn say(&mut self, msg: Say, ctx: &mut Context<Self>) {
+        // A sender that left while its message was in flight has no name
+        // to show; its last words are dropped with it.
+        if self.speaker(msg.from, &msg.room).is_none() {
+            return;
+        }
+        let id = self.next_message_id();
+        let sender = self.speaker(msg.from, &msg.room).expect("checked above");
+        let client_id = msg.from.client_id(&self.server);
+        let name = sender.name.clone();
+        let room = msg.room.clone();
+        let encode = |offset| {
+            ServerEvent::Echo {
+                id: &id,
+                room: room.as_str(),
+                offset,
+                message: &msg.text,
+                from: Sender {
+                    id: &client_id,
+                    name: name.as_str(),
+                },
+                ts: now_ms(),
+            }
+            .encode()
+        };
+        self.store(msg.room, encode, ctx);
     }
 
     fn send_shutdown_notice(&self, session: &Recipient<Deliver>, deadline: Instant) {
@@ -695,7 +789,7 @@ impl Handler<Connect> for ChatHub {
         if finished {
             // Too late even for a drain: welcome it, tell it, and close it
             // with 1001 rather than let the stopping server drop it.
-            self.welcome(id, arriving);
+            let _nothing_said_yet = self.welcome(id, arriving);
             session.do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
             let member = self.members.remove(&id).expect("inserted above");
             self.fanout.remove_session(id, &member.rooms);
@@ -712,7 +806,7 @@ impl Handler<Connect> for ChatHub {
             }
         }
         if arriving.requests.is_empty() {
-            self.welcome(id, arriving);
+            let _nothing_said_yet = self.welcome(id, arriving);
         } else {
             self.members.get_mut(&id).expect("inserted above").arriving = Some(arriving);
         }
@@ -722,7 +816,7 @@ impl Handler<Connect> for ChatHub {
 impl Handler<HistoryRead> for ChatHub {
     type Result = ();
 
-    fn handle(&mut self, msg: HistoryRead, _: &mut Self::Context) {
+    fn handle(&mut self, msg: HistoryRead, ctx: &mut Self::Context) {
         // The members hear what was said before the history was read first.
         self.fanout.flush();
         let HistoryRead {
@@ -743,18 +837,21 @@ impl Handler<HistoryRead> for ChatHub {
             arriving.replays.insert(room, replay);
             if arriving.replays.len() >= arriving.requests.len() {
                 let arriving = member.arriving.take().expect("checked above");
-                self.welcome(id, arriving);
+                for message in self.welcome(id, arriving) {
+                    self.act_on(message, ctx);
+                }
             }
             return;
         }
         let session = member.session.clone();
+        let top = replay.as_ref().map_or(0, |r| r.offset);
         let held = self
             .fanout
-            .finish_join(id, &session, &room, request)
+            .finish_join(id, &room, request, top)
             .expect("joining, checked above");
         let joined = self.joined_json(&room, asked_since, replay.as_ref());
         session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
-        Self::deliver_held(&session, held, replay.as_ref());
+        Self::deliver_held(&session, held);
     }
 }
 
@@ -779,22 +876,9 @@ impl Handler<Disconnect> for ChatHub {
 impl Handler<Join> for ChatHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Join, _: &mut Self::Context) {
-        // `joined` comes after what its other rooms said before it, and
-        // before anything said in the new room after it.
-        self.fanout.flush();
-        let Join { id, room, since } = msg;
-        let Some(member) = self.members.get_mut(&id) else {
-            return;
-        };
-        let session = member.session.clone();
-        if !member.rooms.contains(&room) {
-            member.rooms.push(room.clone());
-        }
-        let asked_since = since.is_some();
-        if let Ok(replay) = self.begin_join(id, &session, &room, since) {
-            let joined = self.joined_json(&room, asked_since, Some(&replay));
-            session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) {
+        if let Some(message) = self.unless_arriving(msg.id, Deferred::Join(msg)) {
+            self.act_on(message, ctx);
         }
     }
 }
@@ -802,22 +886,10 @@ impl Handler<Join> for ChatHub {
 impl Handler<Leave> for ChatHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
-        // It was a member for everything said before it left.
-        self.fanout.flush();
-        let Some(member) = self.members.get_mut(&msg.id) else {
-            return;
-        };
-        let Some(at) = member.rooms.iter().position(|room| *room == msg.room) else {
-            return;
-        };
-        member.rooms.remove(at);
-        let left = ServerEvent::Left {
-            room: msg.room.as_str(),
-            ts: now_ms(),
-        };
-        member.session.do_send(Deliver::Frames(left.to_wire()));
-        self.exit(msg.id, &msg.room);
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
+        if let Some(message) = self.unless_arriving(msg.id, Deferred::Leave(msg)) {
+            self.act_on(message, ctx);
+        }
     }
 }
 
@@ -825,31 +897,9 @@ impl Handler<Say> for ChatHub {
     type Result = ();
 
     fn handle(&mut self, msg: Say, ctx: &mut Self::Context) {
-        // A sender that left while its message was in flight has no name
-        // to show; its last words are dropped with it.
-        if self.speaker(msg.from, &msg.room).is_none() {
-            return;
+        if let Some(message) = self.unless_arriving(msg.from, Deferred::Say(msg)) {
+            self.act_on(message, ctx);
         }
-        let id = self.next_message_id();
-        let sender = self.speaker(msg.from, &msg.room).expect("checked above");
-        let client_id = msg.from.client_id(&self.server);
-        let name = sender.name.clone();
-        let room = msg.room.clone();
-        let encode = |offset| {
-            ServerEvent::Echo {
-                id: &id,
-                room: room.as_str(),
-                offset,
-                message: &msg.text,
-                from: Sender {
-                    id: &client_id,
-                    name: name.as_str(),
-                },
-                ts: now_ms(),
-            }
-            .encode()
-        };
-        self.store(msg.room, encode, ctx);
     }
 }
 

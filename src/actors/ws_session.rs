@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use actix_http::ws::Item;
-use actix_web::web::BytesMut;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web_actors::ws::{self, CloseCode, ProtocolError};
 
 use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say};
@@ -57,6 +57,10 @@ pub struct WsSession {
     /// Refusals tolerated before a flood counts as abuse and is closed.
     patience: TokenBucket,
     outbound: Rc<Outbound>,
+    /// The session's own events (refusals) from before its welcome: the
+    /// welcome is always a client's first event, and with Redis it waits
+    /// for the rooms' histories.
+    early: Option<Vec<Bytes>>,
     fragments: Option<Fragments>,
     closing: bool,
     _permit: ConnectionPermit,
@@ -86,6 +90,7 @@ impl WsSession {
             limits,
             last_seen: Instant::now(),
             outbound,
+            early: Some(Vec::new()),
             fragments: None,
             closing: false,
             _permit: permit,
@@ -93,14 +98,18 @@ impl WsSession {
     }
 
     /// Sends the client an `error` event; the connection stays open.
-    fn refuse(&self, error: &FrameError) {
+    fn refuse(&mut self, error: &FrameError) {
         let message = error.to_string();
         let event = ServerEvent::Error {
             code: error.code(),
             message: &message,
             ts: now_ms(),
-        };
-        self.outbound.push(event.to_wire());
+        }
+        .to_wire();
+        match self.early.as_mut() {
+            Some(early) => early.push(event),
+            None => self.outbound.push(event),
+        }
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
@@ -300,6 +309,10 @@ impl Handler<Deliver> for WsSession {
             Deliver::Frames(frames) => {
                 if !self.close_if_backlogged(ctx) {
                     self.outbound.push(frames);
+                    // The hub's first delivery is the welcome.
+                    for event in self.early.take().into_iter().flatten() {
+                        self.outbound.push(event);
+                    }
                 }
             }
             Deliver::FrameLists(lists) => {

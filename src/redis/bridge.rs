@@ -21,9 +21,16 @@
 //!   and a process that only receives would never notice from its writes. So
 //!   the subscribing connection is pinged every [`SUBSCRIPTION_PING`], and a
 //!   ping without its answer within [`REDIS_TIMEOUT`] drops the link.
-//! - Local clients never wait for Redis: the hub delivers to them first and
-//!   then hands the bridge the same serialized frame. So the bridge drops
-//!   messages of its own origin, or they would arrive twice.
+//! - Everyone-notices reach local clients without waiting for Redis: the hub
+//!   delivers them first and then hands the bridge the same frame, so the
+//!   bridge drops its own copy when it comes back. Stored events (chat, room
+//!   notices) are the other way round: the APPEND script numbers, stores and
+//!   publishes them, and local members get this process's own ones when they
+//!   come back on the room's channel, like everyone else's. One connection
+//!   delivers a room's events in the order Redis published them, which is
+//!   offset order, so members never see a step back. Numbered events not yet
+//!   back when the link drops, and stored events that could not be sent, go
+//!   to local members from here at once (see [`Stored`]).
 //! - Every event goes through the outbox, connected or not, and the outbox is
 //!   drained in batches of up to [`BATCH`] PUBLISH commands in one pipeline:
 //!   one round trip per batch, one batch in flight, so events leave in order.
@@ -48,7 +55,7 @@
 //! `/status` reads a [`BridgeStatus`] snapshot of atomics that only the
 //! bridge writes, so no lock is shared between actors.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,7 +144,17 @@ struct Link {
     following: HashSet<RoomName>,
     /// A SUBSCRIBE or UNSUBSCRIBE is in flight.
     changing: bool,
+    /// Rooms whose UNSUBSCRIBE is in flight: followed no longer, whatever
+    /// `following` says until Redis confirms.
+    dropping: HashSet<RoomName>,
     settling: Option<Settle>,
+}
+
+impl Link {
+    /// Whether `room`'s events reach us: subscribed, and not on the way out.
+    fn follows(&self, room: &RoomName) -> bool {
+        self.following.contains(room) && !self.dropping.contains(room)
+    }
 }
 
 struct Settle {
@@ -160,6 +177,9 @@ pub struct RedisBridge {
     /// History reads for rooms whose channel is not followed yet: read only
     /// once it is, so nothing published in between is missed.
     waiting_reads: Vec<ReadHistory>,
+    /// This process's stored events that Redis numbered, by sequence, until
+    /// they come back on their room's channel for local members.
+    awaiting: HashMap<u64, (RoomName, u64, Frame)>,
     outbox: Outbox,
     status: Arc<BridgeStatus>,
     link: Option<Link>,
@@ -197,6 +217,7 @@ impl RedisBridge {
             history,
             scripts: Arc::new(Scripts::default()),
             waiting_reads: Vec::new(),
+            awaiting: HashMap::new(),
             server,
             outbox: Outbox::new(settings.outbox_capacity),
             status,
@@ -315,6 +336,7 @@ impl RedisBridge {
             subscription,
             following: following.into_iter().collect(),
             changing: false,
+            dropping: HashSet::new(),
             settling,
         });
         self.status.set_state(LinkState::Connected);
@@ -336,6 +358,7 @@ impl RedisBridge {
             return;
         }
         link.changing = true;
+        link.dropping.extend(drop.iter().cloned());
         let mut subscriber = link.subscriber.clone();
         let subscribe: Vec<String> = add.iter().map(|r| self.channels.room(r)).collect();
         let unsubscribe: Vec<String> = drop.iter().map(|r| self.channels.room(r)).collect();
@@ -358,6 +381,7 @@ impl RedisBridge {
                 return;
             };
             link.changing = false;
+            link.dropping.clear();
             match result {
                 Ok(Ok(())) => {
                     link.following.extend(add);
@@ -422,6 +446,15 @@ impl RedisBridge {
         self.hub.do_send(PeerCount::default());
         // Local members get now, unstored, what waited to be stored; it is
         // stored (for the others and for later recoveries) when Redis is back.
+        let mut stored: Vec<(u64, (RoomName, u64, Frame))> = self.awaiting.drain().collect();
+        stored.sort_unstable_by_key(|(seq, _)| *seq);
+        for (_, (room, offset, event)) in stored {
+            self.hub.do_send(Stored {
+                room,
+                offset: Some(offset),
+                frame: streams::with_offset(&event, offset),
+            });
+        }
         for (room, event) in self.outbox.deliver_all() {
             self.hub.do_send(Stored {
                 room,
@@ -458,9 +491,13 @@ impl RedisBridge {
             }
         };
         if envelope.origin == self.server.as_str() {
-            return;
-        }
-        if !self.seen.is_new(envelope.origin, envelope.seq) {
+            // Our own stored events come back this way, so that a room's
+            // events reach local members in Redis's order, which is offset
+            // order; everything else of ours was delivered already.
+            if envelope.offset.is_none() || !self.own_event_back(envelope.seq) {
+                return;
+            }
+        } else if !self.seen.is_new(envelope.origin, envelope.seq) {
             log::debug!("dropping a repeated event seq={}", envelope.seq);
             return;
         }
@@ -505,7 +542,7 @@ impl RedisBridge {
             match result {
                 Ok(numbered) => {
                     // Even from a replaced link: Redis has these events.
-                    act.deliver_stored(calls, numbered);
+                    act.note_stored(calls, numbered);
                     act.outbox.confirm(last);
                     act.status.outbox.store(act.outbox.len(), Ordering::Relaxed);
                     act.flush(ctx);
@@ -515,20 +552,24 @@ impl RedisBridge {
         }));
     }
 
-    /// Hands local members the events a flush stored, with their offsets,
-    /// unless they got them already while Redis was away.
-    fn deliver_stored(&mut self, calls: Vec<streams::AppendCall>, numbered: Vec<(String, u64)>) {
+    /// Notes the offsets a flush gave this process's stored events. Local
+    /// members get each when it comes back on the room's channel; until
+    /// then it waits here, in case the link drops first.
+    fn note_stored(&mut self, calls: Vec<streams::AppendCall>, numbered: Vec<(String, u64)>) {
         for (call, (_epoch, first)) in calls.into_iter().zip(numbered) {
             for (offset, (seq, event)) in (first..).zip(call.events) {
                 if self.outbox.deliver(seq) {
-                    self.hub.do_send(Stored {
-                        room: call.room.clone(),
-                        offset: Some(offset),
-                        frame: streams::with_offset(&event, offset),
-                    });
+                    self.awaiting
+                        .insert(seq, (call.room.clone(), offset, event));
                 }
             }
         }
+    }
+
+    /// Whether an own stored event that came back on its channel is still
+    /// owed to local members (and now no longer is).
+    fn own_event_back(&mut self, seq: u64) -> bool {
+        self.outbox.deliver(seq) || self.awaiting.remove(&seq).is_some()
     }
 
     /// Whether stored events can go to Redis now: connected and not holding
@@ -570,7 +611,7 @@ impl RedisBridge {
         let Some(link) = &self.link else {
             return self.answer_read(read, None);
         };
-        if !link.following.contains(&read.room) {
+        if !link.follows(&read.room) {
             self.waiting_reads.push(read);
             return;
         }
@@ -612,7 +653,7 @@ impl RedisBridge {
         };
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_reads)
             .into_iter()
-            .partition(|read| link.following.contains(&read.room));
+            .partition(|read| link.follows(&read.room));
         self.waiting_reads = waiting;
         for read in ready {
             self.read_history(read, ctx);
@@ -765,7 +806,11 @@ impl Handler<RoomChange> for RedisBridge {
     fn handle(&mut self, msg: RoomChange, ctx: &mut Self::Context) {
         match msg {
             RoomChange::Opened(room) => self.rooms.insert(room),
-            RoomChange::Closed(room) => self.rooms.remove(&room),
+            RoomChange::Closed(room) => {
+                // Nobody here is left to get what was on its way back.
+                self.awaiting.retain(|_, (r, _, _)| *r != room);
+                self.rooms.remove(&room)
+            }
         };
         self.follow_rooms(ctx);
     }

@@ -90,6 +90,11 @@ impl TestApp {
         connect_ws(&self.ws_url(&rooms_query(name, rooms))).await
     }
 
+    /// Connects with this query string (`?since=…` and the like).
+    pub async fn connect_ws_with(&self, query: &str) -> (WsClient, Value) {
+        connect_ws(&self.ws_url(query)).await
+    }
+
     /// `POST /notify?message=…`: the status and the JSON body.
     pub async fn post_notify(&self, message: &str) -> (u16, Value) {
         self.post_notify_with(&[("message", message)]).await
@@ -299,6 +304,11 @@ impl ServerProcess {
         connect_ws(&self.ws_url(&format!("?name={name}"))).await
     }
 
+    /// Connects with this query string (`?since=…` and the like).
+    pub async fn connect_ws_with(&self, query: &str) -> (WsClient, Value) {
+        connect_ws(&self.ws_url(query)).await
+    }
+
     /// `GET path`: the status and the JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         get_json(
@@ -307,6 +317,27 @@ impl ServerProcess {
         )
         .await
     }
+}
+
+/// Where a client is in `room`, from a `joined` event: `room:offset:epoch`,
+/// the value of `/ws?since=`.
+pub fn since_of(joined: &Value) -> String {
+    format!(
+        "{}:{}:{}",
+        joined["room"].as_str().unwrap(),
+        joined["offset"],
+        joined["epoch"].as_str().unwrap()
+    )
+}
+
+/// The offsets of a `history` list, or of a list of events.
+pub fn offsets(events: &Value) -> Vec<u64> {
+    events
+        .as_array()
+        .expect("a list of events")
+        .iter()
+        .map(|e| e["offset"].as_u64().expect("a stored event has an offset"))
+        .collect()
 }
 
 /// `?name=…&room=…&room=…`

@@ -12,7 +12,7 @@ use crate::redis_helpers::RedisServer;
 use crate::stall_proxy::StallProxy;
 
 /// An app on `redis_url` with the rate limit out of the way.
-async fn spawn_chatty_app(redis_url: &str) -> TestApp {
+pub async fn spawn_chatty_app(redis_url: &str) -> TestApp {
     let settings = RedisSettings {
         url: redis_url.to_string(),
         channel: "chatd:events".into(),

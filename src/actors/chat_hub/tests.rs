@@ -586,3 +586,43 @@ async fn single_room_sessions_get_only_their_room_when_many_rooms_speak_at_once(
     hub.send(Count).await.unwrap();
     assert!(ana_rx.try_recv().is_err() && bo_rx.try_recv().is_err());
 }
+
+#[actix_rt::test]
+async fn a_history_ahead_of_the_live_events_skips_them_until_they_catch_up() {
+    let (hub, mut bridge) = redis_hub();
+    let (session, mut rx) = probe();
+    let id = SessionId::next();
+    hub.do_send(Connect {
+        id,
+        name: DisplayName::guest(id),
+        session,
+        rooms: vec![(room("ops"), None)],
+    });
+    told(&mut bridge).await;
+    // The stream already has 7; its live copies are still on their way.
+    let replay = Replay {
+        epoch: Epoch::from_stored("e1".into()),
+        offset: 7,
+        recovered: None,
+        events: vec![stored(6), stored(7)],
+    };
+    answer_read(&hub, &mut bridge, Some(replay)).await;
+    assert_eq!(next_event(&mut rx).await["type"], "welcome");
+
+    for offset in [6, 7, 8, 9] {
+        let (offset, frame) = stored(offset);
+        hub.do_send(Remote {
+            audience: Audience::Room(room("ops")),
+            offset: Some(offset),
+            frame,
+        });
+    }
+
+    for expected in [8, 9] {
+        assert_eq!(next_event(&mut rx).await["offset"], expected);
+    }
+    hub.send(Count).await.unwrap();
+    assert!(rx.try_recv().is_err());
+    let census = hub.send(Census).await.unwrap();
+    assert_eq!(census.rooms, [(room("ops"), 1)]);
+}
