@@ -508,7 +508,13 @@ async function loadOlder(room) {
   try {
     const page = await client.history(room.name, { before: Number(oldest.dataset.offset), limit: OLDER_PAGE });
     if (!rooms.has(room.name)) return;
-    const fresh = page.epoch === at.epoch ? page.events.filter((e) => e && !room.ids.has(String(e.id))) : [];
+    // A batch Redis stored twice (after a failed round trip) repeats an id.
+    const ids = new Set(room.ids.keys());
+    const fresh = page.epoch !== at.epoch ? [] : page.events.filter((e) => {
+      if (!e || ids.has(String(e.id))) return false;
+      ids.add(String(e.id));
+      return true;
+    });
     if (!fresh.length) { room.startReached = true; return; }
     prepend(room, fresh, at.epoch);
   } catch {
