@@ -1,852 +1,873 @@
-// The chatd page: one WebSocket to /ws, a list of rooms on the left and the
-// open room's messages on the right; bubbles for `echo`, pills for everything
-// the server says itself, and a connection that heals itself.
+// The chatd page: a list of rooms on the left and the open room's messages
+// on the right; bubbles for `echo`, pills for everything the server says
+// itself. The connection (reconnecting, rooms, resuming with `since`,
+// dropping repeats) is static/chatd.js; this file is what the reader sees.
 //
 // Every room has its own message list (an <ol> that stays in the page while
-// another room is open, so switching back keeps its scroll position). The
-// URL hash names the open room (/#ops); on a phone the room list and the chat
-// are two screens, and the hash decides which one shows.
+// another room is open, so switching back keeps its scroll position). Each
+// list holds a window of the latest WINDOW rows; older rows leave the page
+// and come back from GET /rooms/{R}/history when the reader scrolls up. The
+// URL hash names the open room (/#ops); on a phone the room list and the
+// chat are two screens, and the hash decides which one shows.
 //
 // Every piece of text from the network goes into the page with textContent,
 // never as HTML, so a message can never become markup or script.
-"use strict";
-(() => {
-  const $ = (id) => document.getElementById(id);
-  const app = $("app"), logs = $("logs"), roomList = $("rooms"), noRooms = $("no-rooms");
-  const text = $("text"), send = $("send"), nameInput = $("name"), me = $("me");
-  const roomInput = $("room-name"), joinHint = $("join-hint");
-  const roomTitle = $("room-title"), roomStatus = $("room-status"), roomAvatar = $("room-avatar");
-  const leaveButton = $("leave"), backButton = $("back");
-  const stateLabel = $("state"), onlineLabel = $("online");
-  const chip = $("new-messages"), chipCount = $("new-count");
-  const maxMessageBytes = Number(document.body.dataset.maxMessageBytes) || 4096;
-  const maxNameChars = Number(document.body.dataset.maxNameChars) || 32;
 
-  /** Backoff after a lost connection: 0.5 s doubling up to 15 s, jittered. */
-  const BACKOFF_BASE_MS = 500, BACKOFF_CAP_MS = 15000;
-  /** Messages from one sender closer than this share a group. */
-  const GROUP_WINDOW_MS = 5 * 60 * 1000;
-  /** How far from the bottom still counts as "reading the latest". */
-  const STICKY_PX = 80;
-  const STATUS_POLL_MS = 15000;
-  const NAME_KEY = "chatd.name", ROOMS_KEY = "chatd.rooms", OPEN_KEY = "chatd.open";
-  /** The server's MAX_ROOMS_PER_CONNECTION default; more in /ws is a 400. */
-  const MAX_ROOMS = 50;
-  /** Where a v1 event (no `room`) belongs, and where a first visit starts. */
-  const DEFAULT_ROOM = "general";
-  /** Below this width the room list and the chat are two screens (style.css). */
-  const narrow = window.matchMedia("(max-width: 640px)");
+// chatd.js with this file's ?v=, so a new release never runs with a cached
+// old client (static files are cached for an hour).
+const { ChatdClient, isRoomName } = await import(new URL(`./chatd.js${new URL(import.meta.url).search}`, import.meta.url));
 
-  let socket = null;
-  let connected = false;
-  let myId = null;
-  let everConnected = false;
-  let attempt = 0;
-  let retryTimer = null, countdownTimer = null, statusTimer = null;
-  /** Set by a shutdown_notice: when to come back, instead of the backoff. */
-  let resumeAt = null;
-  /** The open room's "new messages" chip, and the hidden tab's title count. */
-  let unread = 0, hiddenUnread = 0;
-  /** True while reconnecting because the reader picked a new name. */
-  let renaming = false;
-  /** The server sent `rooms` in its welcome; a v1 server has only `general`. */
-  let roomsServer = false;
-  /**
-   * A first visit (nothing remembered) takes the rooms the server started
-   * it in; afterwards the remembered rooms are the truth, and a room the
-   * server adds on its own (`general` when we asked for none) is left again.
-   */
-  let adoptServerRooms = false;
-  /**
-   * Joins go one at a time: an `error` names no room, and the session can
-   * refuse a join at once while an accepted one is answered later (by the
-   * hub), so with several in flight a refusal could not be told apart.
-   * `joinInFlight` is the room asked for and not answered yet.
-   */
-  const joinQueue = [];
-  let joinInFlight = null;
-  /**
-   * How many rooms the next /ws names. A server with a lower
-   * MAX_ROOMS_PER_CONNECTION answers a longer list with 400 before the
-   * upgrade, which the page only sees as a failed connection; so each
-   * failure halves the list, and welcome() joins the rest one by one (a
-   * refused join then says why). Halving while the server is simply down
-   * costs nothing for the same reason.
-   */
-  let queryRooms = MAX_ROOMS;
-  /** Set when a room link is followed from the phone's room list. */
-  let clickedFromList = false, cameFromList = false;
-  /** The reader asked for a room with the join field: type there once it is joined. */
-  let focusOnJoin = false;
+const $ = (id) => document.getElementById(id);
+const app = $("app"), logs = $("logs"), roomList = $("rooms"), noRooms = $("no-rooms");
+const text = $("text"), send = $("send"), nameInput = $("name"), me = $("me");
+const roomInput = $("room-name"), joinHint = $("join-hint");
+const roomTitle = $("room-title"), roomStatus = $("room-status"), roomAvatar = $("room-avatar");
+const leaveButton = $("leave"), backButton = $("back");
+const stateLabel = $("state"), onlineLabel = $("online");
+const chip = $("new-messages"), chipCount = $("new-count");
+const maxMessageBytes = Number(document.body.dataset.maxMessageBytes) || 4096;
+const maxNameChars = Number(document.body.dataset.maxNameChars) || 32;
 
-  // ---- names ---------------------------------------------------------------
+/** Messages from one sender closer than this share a group. */
+const GROUP_WINDOW_MS = 5 * 60 * 1000;
+/** How far from the bottom still counts as "reading the latest". */
+const STICKY_PX = 80;
+/** How close to the top loads older messages. */
+const OLDER_PX = 150;
+const STATUS_POLL_MS = 15000;
+const NAME_KEY = "chatd.name", ROOMS_KEY = "chatd.rooms", OPEN_KEY = "chatd.open", IDS_KEY = "chatd.ids";
+/** The server's MAX_ROOMS_PER_CONNECTION default; more in /ws is a 400. */
+const MAX_ROOMS = 50;
+/**
+ * Rows (bubbles and pills) a room keeps in the page while the reader
+ * follows the latest; scrolling up may hold more, up to WINDOW_MAX, and
+ * going back down trims to WINDOW again. A tab open for days stays light.
+ */
+const WINDOW = 300, WINDOW_MAX = 900;
+/** Older messages fetched per scroll to the top. */
+const OLDER_PAGE = 50;
+/** Below this width the room list and the chat are two screens (style.css). */
+const narrow = window.matchMedia("(max-width: 640px)");
 
-  /** The server's rule: letters, digits, spaces and _ - . ', at most N chars. */
-  function cleanName(raw) {
-    const kept = raw.replace(/[^\p{Alphabetic}\p{N} _.'-]/gu, "").replace(/\s+/g, " ").trim();
-    return [...kept].slice(0, maxNameChars).join("").trim();
-  }
+/** The open room's "new messages" chip, and the hidden tab's title count. */
+let unread = 0, hiddenUnread = 0;
+/** True while reconnecting because the reader picked a new name. */
+let renaming = false;
+let countdownTimer = null, statusTimer = null;
+/** Set when a room link is followed from the phone's room list. */
+let clickedFromList = false, cameFromList = false;
+/** The reader asked for a room with the join field: type there once it is joined. */
+let focusOnJoin = false;
 
-  function storedName() {
-    try { return cleanName(localStorage.getItem(NAME_KEY) || ""); } catch { return ""; }
-  }
+// ---- names ---------------------------------------------------------------
 
-  function storeName(name) {
-    try { localStorage.setItem(NAME_KEY, name); } catch { /* private mode: keep it for this tab */ }
-  }
+/** The server's rule: letters, digits, spaces and _ - . ', at most N chars. */
+function cleanName(raw) {
+  const kept = raw.replace(/[^\p{Alphabetic}\p{N} _.'-]/gu, "").replace(/\s+/g, " ").trim();
+  return [...kept].slice(0, maxNameChars).join("").trim();
+}
 
-  /** The server's room rule: 1–64 characters of a-z 0-9 - _ . : */
-  const ROOM_PATTERN = /^[a-z0-9_.:-]{1,64}$/;
-  const validRoom = (name) => typeof name === "string" && ROOM_PATTERN.test(name);
+function storedName() {
+  try { return cleanName(localStorage.getItem(NAME_KEY) || ""); } catch { return ""; }
+}
 
-  /** Why `name` is not a room name, in words for the reader; null if it is one. */
-  function roomProblem(name) {
-    if (!name) return "Type a room name: 1–64 characters of a-z 0-9 - _ . :";
-    if (validRoom(name)) return null;
-    if ([...name].length > 64) return `A room name has at most 64 characters (this one has ${[...name].length}).`;
-    const lower = name.toLowerCase();
-    if (validRoom(lower)) return `Room names are lowercase: try “${lower}”.`;
-    const dashed = lower.trim().replace(/\s+/g, "-");
-    if (validRoom(dashed)) return `Room names have no spaces: try “${dashed}”.`;
-    return "Room names use only a-z, 0-9 and - _ . : (lowercase, no spaces).";
-  }
+function storeName(name) {
+  try { localStorage.setItem(NAME_KEY, name); } catch { /* private mode: keep it for this tab */ }
+}
 
-  /** The remembered rooms, or null on a first visit. */
-  function storedRooms() {
-    try {
-      const raw = localStorage.getItem(ROOMS_KEY);
-      if (raw === null) return null;
-      const list = JSON.parse(raw);
-      if (!Array.isArray(list)) return null;
-      return [...new Set(list.filter(validRoom))].slice(0, MAX_ROOMS);
-    } catch { return null; }
-  }
+/** Why `name` is not a room name, in words for the reader; null if it is one. */
+function roomProblem(name) {
+  if (!name) return "Type a room name: 1–64 characters of a-z 0-9 - _ . :";
+  if (isRoomName(name)) return null;
+  if ([...name].length > 64) return `A room name has at most 64 characters (this one has ${[...name].length}).`;
+  const lower = name.toLowerCase();
+  if (isRoomName(lower)) return `Room names are lowercase: try “${lower}”.`;
+  const dashed = lower.trim().replace(/\s+/g, "-");
+  if (isRoomName(dashed)) return `Room names have no spaces: try “${dashed}”.`;
+  return "Room names use only a-z, 0-9 and - _ . : (lowercase, no spaces).";
+}
 
-  function storeRooms() {
-    // A v1 server knows one room: keep what was remembered for a rooms server.
-    if (!roomsServer && everConnected) return;
-    const names = [...rooms.values()].filter((r) => r.confirmed).map((r) => r.name);
-    try { localStorage.setItem(ROOMS_KEY, JSON.stringify(names)); } catch { /* private mode */ }
-  }
+/** The remembered rooms, or null on a first visit. */
+function storedRooms() {
+  try {
+    const raw = localStorage.getItem(ROOMS_KEY);
+    if (raw === null) return null;
+    const list = JSON.parse(raw);
+    if (!Array.isArray(list)) return null;
+    return [...new Set(list.filter(isRoomName))].slice(0, MAX_ROOMS);
+  } catch { return null; }
+}
 
-  function storedOpen() {
-    try { return localStorage.getItem(OPEN_KEY) || ""; } catch { return ""; }
-  }
+function storeRooms() {
+  // A v1 server knows one room: keep what was remembered for a rooms server.
+  if (!client.roomsServer && client.everConnected) return;
+  const names = [...rooms.values()].filter((r) => r.confirmed).map((r) => r.name);
+  try { localStorage.setItem(ROOMS_KEY, JSON.stringify(names)); } catch { /* private mode */ }
+}
 
-  /** A stable colour per sender or room name, as messengers do. */
-  function hue(name) {
-    let h = 0;
-    for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
-    return h % 7;
-  }
+function storedOpen() {
+  try { return localStorage.getItem(OPEN_KEY) || ""; } catch { return ""; }
+}
 
-  function initials(name) {
-    const words = name.split(/[\s_.:-]+/).filter(Boolean);
-    const letters = words.length > 1 ? [words[0], words[1]] : [name];
-    return letters.map((w) => [...w][0] || "").join("").toUpperCase() || "?";
-  }
+/**
+ * The client ids this tab has had (each connection gets a new one without
+ * a login), so its own messages in history still show as its own after a
+ * reconnect or a reload.
+ */
+const myIds = new Set((() => {
+  try { return JSON.parse(sessionStorage.getItem(IDS_KEY) || "[]").map(String); } catch { return []; }
+})());
 
-  // ---- elements --------------------------------------------------------------
+function rememberId(id) {
+  myIds.add(id);
+  try { sessionStorage.setItem(IDS_KEY, JSON.stringify([...myIds].slice(-20))); } catch { /* private mode */ }
+}
 
-  function el(tag, className, content) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (content !== undefined) node.textContent = content;
-    return node;
-  }
+/** A stable colour per sender or room name, as messengers do. */
+function hue(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return h % 7;
+}
 
-  function clock(ts) {
-    const when = new Date(typeof ts === "number" ? ts : Date.now());
-    return when.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
-  }
+function initials(name) {
+  const words = name.split(/[\s_.:-]+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[1]] : [name];
+  return letters.map((w) => [...w][0] || "").join("").toUpperCase() || "?";
+}
 
-  /** A message list: one per room, plus the lobby's for when no room is open. */
-  function makeLog(name) {
-    const log = el("ol", "messages");
-    log.dataset.room = name;
-    log.setAttribute("role", "log");
-    log.setAttribute("aria-live", "polite");
-    log.setAttribute("aria-relevant", "additions");
-    log.setAttribute("aria-label", name ? `Messages in ${name}` : "Messages");
-    log.tabIndex = 0;
-    log.hidden = true;
-    log.addEventListener("scroll", () => {
-      if (unread && log === visibleLog() && atBottom(log)) { unread = 0; showUnread(); }
-    });
-    logs.append(log);
-    return log;
-  }
+// ---- elements --------------------------------------------------------------
 
-  // ---- rooms ---------------------------------------------------------------
+function el(tag, className, content) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (content !== undefined) node.textContent = content;
+  return node;
+}
 
-  /**
-   * Every room on the page, by name, in the order they were joined. A room
-   * is here from the moment the reader asks for it until they leave it:
-   * `joined` says whether this connection is in it right now, `confirmed`
-   * whether the server ever accepted it (only those are remembered).
-   */
-  const rooms = new Map();
-  /** What the chat pane shows when the reader is in no room. */
-  const lobby = { name: "", log: makeLog(""), stuck: true, scrollTop: 0 };
-  let current = lobby;
+function clock(ts) {
+  const when = new Date(typeof ts === "number" ? ts : Date.now());
+  return when.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+}
 
-  function addRoom(name) {
-    const known = rooms.get(name);
-    if (known) return known;
-    const link = el("a", "room-link");
-    link.href = `#${name}`;
-    link.dataset.room = name;
-    link.addEventListener("click", (e) => {
-      clickedFromList = isListView();
-      // Following a link to the hash we are on changes nothing by itself.
-      if (roomFromHash() === name) { e.preventDefault(); route(); }
-    });
-    const avatar = el("span", `avatar c${hue(name)}`, initials(name));
-    avatar.setAttribute("aria-hidden", "true");
-    const time = el("time", "room-time");
-    const preview = el("span", "room-preview", "joining…");
-    const badge = el("span", "badge");
-    badge.hidden = true;
-    const count = el("span", "count", "0");
-    badge.append(count, el("span", "visually-hidden", " unread"));
-    const top = el("span", "room-top");
-    top.append(el("span", "room-name", name), time);
-    const bottom = el("span", "room-bottom");
-    bottom.append(preview, badge);
-    const main = el("span", "room-main");
-    main.append(top, bottom);
-    link.append(avatar, main);
-    const item = el("li", "room-item");
-    item.append(link);
-    roomList.append(item);
-    const room = {
-      name, link, item, time, preview, badge, count, log: makeLog(name),
-      joined: false, confirmed: false, members: null, unread: 0, stuck: true, scrollTop: 0,
-    };
-    rooms.set(name, room);
-    noRooms.hidden = true;
-    return room;
-  }
-
-  function removeRoom(room) {
-    rooms.delete(room.name);
-    room.item.remove();
-    room.log.remove();
-    noRooms.hidden = rooms.size > 0;
-    if (current === room) current = lobby;
-  }
-
-  /** The room to open when the hash names none: the last one open, or the first. */
-  function defaultRoom() {
-    if (current !== lobby && rooms.has(current.name)) return current;
-    return rooms.get(storedOpen()) || rooms.values().next().value || lobby;
-  }
-
-  function setPreview(room, line, ts) {
-    room.preview.textContent = line.replace(/\s+/g, " ");
-    room.time.textContent = clock(ts);
-    room.time.dateTime = new Date(ts).toISOString();
-  }
-
-  function showBadge(room) {
-    room.badge.hidden = room.unread === 0;
-    room.count.textContent = room.unread > 99 ? "99+" : String(room.unread);
-  }
-
-  function sendFrame(frame) {
-    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
-    socket.send(JSON.stringify(frame));
-    return true;
-  }
-
-  /** Asks the server for `room`; without a connection, the next connect does. */
-  function sendJoin(room) {
-    if (!roomsServer || joinInFlight === room.name || joinQueue.includes(room.name)) return;
-    joinQueue.push(room.name);
-    sendNextJoin();
-  }
-
-  function sendNextJoin() {
-    while (joinInFlight === null && joinQueue.length) {
-      const name = joinQueue.shift();
-      if (!rooms.has(name)) continue; // left while waiting
-      if (!sendFrame({ type: "join", room: name })) { joinQueue.length = 0; return; }
-      joinInFlight = name;
+/** A message list: one per room, plus the lobby's for when no room is open. */
+function makeLog(room) {
+  const log = el("ol", "messages");
+  log.dataset.room = room.name;
+  log.setAttribute("role", "log");
+  log.setAttribute("aria-live", "polite");
+  log.setAttribute("aria-relevant", "additions");
+  log.setAttribute("aria-label", room.name ? `Messages in ${room.name}` : "Messages");
+  log.tabIndex = 0;
+  log.hidden = true;
+  log.addEventListener("scroll", () => {
+    if (log !== visibleLog()) return;
+    if (atBottom(log)) {
+      if (unread) { unread = 0; showUnread(); }
+      trim(room, WINDOW);
     }
-  }
+    if (log.scrollTop < OLDER_PX && room !== lobby) loadOlder(room);
+  });
+  logs.append(log);
+  return log;
+}
 
-  /** Adds `name` to the page and joins it, or says why not (null). */
-  function requestJoin(name) {
-    if (rooms.size >= MAX_ROOMS) {
-      hint(`You can be in at most ${MAX_ROOMS} rooms; leave one first.`);
-      return null;
-    }
-    const room = addRoom(name);
-    sendJoin(room);
-    return room;
-  }
+// ---- the connection ----------------------------------------------------------
 
-  function leaveRoom(room) {
-    // A join still in flight would make us a member after all: leave too.
-    const member = room.joined || joinInFlight === room.name;
-    if (member && roomsServer) sendFrame({ type: "leave", room: room.name });
+const remembered = storedRooms();
+const client = new ChatdClient({ name: storedName(), rooms: remembered, maxRooms: MAX_ROOMS });
+
+// ---- rooms ---------------------------------------------------------------
+
+/**
+ * Every room on the page, by name, in the order they were joined. A room
+ * is here from the moment the reader asks for it until they leave it:
+ * `client.isMember` says whether this connection is in it right now,
+ * `confirmed` whether the server ever accepted it (only those are remembered).
+ */
+const rooms = new Map();
+/** What the chat pane shows when the reader is in no room. */
+const lobby = { name: "", stuck: true, scrollTop: 0, ids: new Map() };
+lobby.log = makeLog(lobby);
+let current = lobby;
+
+function addRoom(name) {
+  const known = rooms.get(name);
+  if (known) return known;
+  const link = el("a", "room-link");
+  link.href = `#${name}`;
+  link.dataset.room = name;
+  link.addEventListener("click", (e) => {
+    clickedFromList = isListView();
+    // Following a link to the hash we are on changes nothing by itself.
+    if (roomFromHash() === name) { e.preventDefault(); route(); }
+  });
+  const avatar = el("span", `avatar c${hue(name)}`, initials(name));
+  avatar.setAttribute("aria-hidden", "true");
+  const time = el("time", "room-time");
+  const preview = el("span", "room-preview", "joining…");
+  const badge = el("span", "badge");
+  badge.hidden = true;
+  const count = el("span", "count", "0");
+  badge.append(count, el("span", "visually-hidden", " unread"));
+  const top = el("span", "room-top");
+  top.append(el("span", "room-name", name), time);
+  const bottom = el("span", "room-bottom");
+  bottom.append(preview, badge);
+  const main = el("span", "room-main");
+  main.append(top, bottom);
+  link.append(avatar, main);
+  const item = el("li", "room-item");
+  item.append(link);
+  roomList.append(item);
+  const room = {
+    name, link, item, time, preview, badge, count,
+    confirmed: false, members: null, unread: 0, stuck: true, scrollTop: 0,
+    /** id → its row, for the events in the page (a repeat is not added twice). */
+    ids: new Map(),
+    /** Loading older rows; no older rows to load. */
+    loadingOlder: false, startReached: false,
+  };
+  room.log = makeLog(room);
+  rooms.set(name, room);
+  noRooms.hidden = true;
+  return room;
+}
+
+function removeRoom(room) {
+  rooms.delete(room.name);
+  room.item.remove();
+  room.log.remove();
+  noRooms.hidden = rooms.size > 0;
+  if (current === room) current = lobby;
+}
+
+/** The room to open when the hash names none: the last one open, or the first. */
+function defaultRoom() {
+  if (current !== lobby && rooms.has(current.name)) return current;
+  return rooms.get(storedOpen()) || rooms.values().next().value || lobby;
+}
+
+function setPreview(room, line, ts) {
+  room.preview.textContent = line.replace(/\s+/g, " ");
+  room.time.textContent = clock(ts);
+  room.time.dateTime = new Date(ts).toISOString();
+}
+
+function showBadge(room) {
+  room.badge.hidden = room.unread === 0;
+  room.count.textContent = room.unread > 99 ? "99+" : String(room.unread);
+}
+
+const joined = (room) => room !== lobby && client.isMember(room.name);
+
+/** Adds `name` to the page and joins it, or says why not (null). */
+function requestJoin(name) {
+  if (rooms.size >= MAX_ROOMS) {
+    hint(`You can be in at most ${MAX_ROOMS} rooms; leave one first.`);
+    return null;
+  }
+  const room = addRoom(name);
+  client.join(name);
+  return room;
+}
+
+function leaveRoom(room) {
+  client.leave(room.name);
+  removeRoom(room);
+  storeRooms();
+  history.replaceState(null, "", location.pathname + location.search);
+  route();
+}
+
+/** The server refused a join (bad_room, too_many_rooms, ...): the room goes. */
+client.on("refused", ({ room: name, message }) => {
+  const room = rooms.get(name);
+  hint(`${name}: ${message}`);
+  // Dropped even if it was remembered: this server will not have us in it.
+  if (room) {
+    const wasOpen = room === current;
     removeRoom(room);
     storeRooms();
-    history.replaceState(null, "", location.pathname + location.search);
-    route();
-  }
-
-  /** The server confirmed a room: from `welcome.rooms` or a `joined`. */
-  function onJoined(event, announce) {
-    if (joinInFlight === event.room) joinInFlight = null;
-    sendNextJoin();
-    const room = rooms.get(event.room);
-    if (!room) return; // left again before the answer came
-    const first = !room.confirmed;
-    room.joined = true;
-    room.confirmed = true;
-    if (typeof event.members === "number") room.members = event.members;
-    if (room.preview.textContent === "joining…") room.preview.textContent = "No messages yet";
-    storeRooms();
-    if (announce && first) pill(`You joined ${room.name}`, "info", room);
-    if (room === current) { showRoomBar(); showComposer(); }
-  }
-
-  /** The server refused the oldest join we sent (bad_room, too_many_rooms, ...). */
-  function onJoinRefused(event) {
-    const name = joinInFlight;
-    joinInFlight = null;
-    sendNextJoin();
-    const room = rooms.get(name);
-    hint(`${name}: ${event.message}`);
-    // Dropped even if it was remembered: this server will not have us in it.
-    if (room) {
-      const wasOpen = room === current;
-      removeRoom(room);
-      storeRooms();
-      if (wasOpen) {
-        history.replaceState(null, "", location.pathname + location.search);
-        route();
-      }
-    }
-    pill(`${name}: ${event.message}`, "error");
-  }
-
-  function hint(message) {
-    joinHint.textContent = message;
-    roomInput.setAttribute("aria-invalid", message ? "true" : "false");
-  }
-
-  // ---- which room shows ----------------------------------------------------
-
-  /** On a phone, the room list is showing instead of the chat. */
-  function isListView() {
-    return narrow.matches && app.dataset.view === "list";
-  }
-
-  /** The message list the reader sees right now, or null. */
-  function visibleLog() {
-    return isListView() ? null : current.log;
-  }
-
-  /**
-   * Opens `room` (or the lobby) in the chat pane and shows `view` ("list" or
-   * "chat", which only matters on a phone). The list that goes out of sight
-   * remembers whether it was following the latest message; the one that
-   * comes into sight goes back to where it was, and its unread count clears.
-   */
-  function show(room, view) {
-    const before = visibleLog();
-    const beforeRoom = current;
-    if (before) { beforeRoom.stuck = atBottom(before); beforeRoom.scrollTop = before.scrollTop; }
-    current = room;
-    app.dataset.view = view;
-    for (const log of logs.children) log.hidden = log !== room.log;
-    const after = visibleLog();
-    if (after && after !== before) {
-      if (room.stuck) scrollToBottom(after, false); else after.scrollTop = room.scrollTop;
-      unread = 0;
-      showUnread();
-    }
-    if (after && room !== lobby && room.unread) { room.unread = 0; showBadge(room); }
-    for (const r of rooms.values()) {
-      r.link.classList.toggle("active", r === room);
-      if (r === room) r.link.setAttribute("aria-current", "page"); else r.link.removeAttribute("aria-current");
-    }
-    if (room !== lobby) {
-      try { localStorage.setItem(OPEN_KEY, room.name); } catch { /* private mode */ }
-    }
-    showRoomBar();
-    showComposer();
-  }
-
-  function roomFromHash() {
-    const raw = location.hash.slice(1);
-    try { return decodeURIComponent(raw); } catch { return raw; }
-  }
-
-  /** Makes the page match the URL hash: the room it names, joined if needed. */
-  function route() {
-    const name = roomFromHash();
-    if (!name) {
-      const room = defaultRoom();
-      // A wide screen always shows a room, so the address names it.
-      if (!narrow.matches && room !== lobby) history.replaceState(null, "", `#${room.name}`);
-      show(room, "list");
-      return;
-    }
-    const problem = roomProblem(name);
-    const room = problem ? null : rooms.get(name) || requestJoin(name);
-    if (problem) hint(problem);
-    if (room) show(room, "chat"); else show(defaultRoom(), "list");
-  }
-
-  function openHash(name) {
-    clickedFromList = isListView();
-    if (roomFromHash() === name) route(); else location.hash = name;
-  }
-
-  window.addEventListener("hashchange", () => {
-    cameFromList = clickedFromList;
-    clickedFromList = false;
-    route();
-  });
-  narrow.addEventListener("change", route);
-
-  backButton.addEventListener("click", () => {
-    if (cameFromList) {
-      history.back();
-    } else {
-      history.pushState(null, "", location.pathname + location.search);
+    if (wasOpen) {
+      history.replaceState(null, "", location.pathname + location.search);
       route();
     }
-  });
-  leaveButton.addEventListener("click", () => { if (current !== lobby) leaveRoom(current); });
-
-  $("join-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const name = roomInput.value.trim();
-    const problem = roomProblem(name);
-    hint(problem || "");
-    if (problem) { roomInput.focus(); return; }
-    roomInput.value = "";
-    focusOnJoin = true;
-    openHash(name);
-  });
-  roomInput.addEventListener("input", () => {
-    const name = roomInput.value.trim();
-    hint(name ? roomProblem(name) || "" : "");
-  });
-
-  // ---- scrolling -----------------------------------------------------------
-
-  function atBottom(log) {
-    return log.scrollHeight - log.scrollTop - log.clientHeight < STICKY_PX;
   }
+  pill(`${name}: ${message}`, "error");
+});
 
-  function scrollToBottom(log, smooth) {
-    log.scrollTo({ top: log.scrollHeight, behavior: smooth ? "smooth" : "auto" });
-  }
+/** In a room (its history is already on the page). */
+client.on("joined", (d) => {
+  const room = rooms.get(d.room) || addRoom(d.room); // a first visit takes the server's rooms
+  const first = !room.confirmed;
+  room.confirmed = true;
+  if (typeof d.members === "number") room.members = d.members;
+  if (room.preview.textContent === "joining…") room.preview.textContent = "No messages yet";
+  storeRooms();
+  if (!d.atConnect && first) pill(`You joined ${room.name}`, "info", room);
+  if (room === current) { showRoomBar(); showComposer(); }
+});
 
-  function showUnread() {
-    chip.hidden = unread === 0;
-    chipCount.textContent = String(unread);
-    chip.setAttribute("aria-label", `${unread} new message${unread === 1 ? "" : "s"}, jump to latest`);
-  }
+client.on("left", ({ room: name }) => {
+  if (rooms.get(name) === current) { showComposer(); showRoomBar(); }
+});
 
-  /**
-   * Runs `insert` on `room`'s list. In the list the reader sees, the view
-   * stays pinned to the bottom unless they had scrolled up, and then the
-   * arrival counts on the "new messages" chip; in any other room it counts
-   * on the room's unread badge.
-   */
-  function place(room, insert, { own = false, counts = true } = {}) {
-    const log = visibleLog();
-    if (log === room.log) {
-      const follow = own || atBottom(log);
-      insert();
-      if (follow) {
-        scrollToBottom(log, false);
-      } else if (counts) {
-        unread += 1;
-        showUnread();
-      }
-    } else {
-      insert();
-      if (counts && room !== lobby) { room.unread += 1; showBadge(room); }
-    }
-    if (counts && document.hidden) {
-      hiddenUnread += 1;
-      document.title = `(${hiddenUnread}) chatd`;
-    }
-  }
+function hint(message) {
+  joinHint.textContent = message;
+  roomInput.setAttribute("aria-invalid", message ? "true" : "false");
+}
 
-  chip.addEventListener("click", () => {
-    const log = visibleLog();
-    if (log) scrollToBottom(log, true);
+// ---- which room shows ----------------------------------------------------
+
+/** On a phone, the room list is showing instead of the chat. */
+function isListView() {
+  return narrow.matches && app.dataset.view === "list";
+}
+
+/** The message list the reader sees right now, or null. */
+function visibleLog() {
+  return isListView() ? null : current.log;
+}
+
+/**
+ * Opens `room` (or the lobby) in the chat pane and shows `view` ("list" or
+ * "chat", which only matters on a phone). The list that goes out of sight
+ * remembers whether it was following the latest message; the one that
+ * comes into sight goes back to where it was, and its unread count clears.
+ */
+function show(room, view) {
+  const before = visibleLog();
+  const beforeRoom = current;
+  if (before) { beforeRoom.stuck = atBottom(before); beforeRoom.scrollTop = before.scrollTop; }
+  current = room;
+  app.dataset.view = view;
+  for (const log of logs.children) log.hidden = log !== room.log;
+  const after = visibleLog();
+  if (after && after !== before) {
+    if (room.stuck) scrollToBottom(after, false); else after.scrollTop = room.scrollTop;
     unread = 0;
     showUnread();
-    text.focus();
-  });
-  document.addEventListener("visibilitychange", () => {
-    if (!document.hidden) { hiddenUnread = 0; document.title = "chatd"; }
-  });
-
-  // ---- rows ----------------------------------------------------------------
-
-  /** A centred system line: welcome, notifications, shutdown notices, errors. */
-  function pill(message, kind = "info", room = current) {
-    const row = el("li", `pill ${kind}`);
-    row.append(el("span", "", message));
-    place(room, () => room.log.append(row), { counts: kind === "notice" });
-    if (kind === "notice" && room !== lobby) setPreview(room, message, Date.now());
-    return row;
   }
-
-  /** The group in `log` a new bubble from `from` joins, or null to start one. */
-  function openGroup(log, from, ts) {
-    const last = log.lastElementChild;
-    if (!last || !last.classList.contains("group")) return null;
-    if (last.dataset.sender !== from.id) return null;
-    if (ts - Number(last.dataset.ts) > GROUP_WINDOW_MS) return null;
-    return last;
+  if (after && room !== lobby && room.unread) { room.unread = 0; showBadge(room); }
+  for (const r of rooms.values()) {
+    r.link.classList.toggle("active", r === room);
+    if (r === room) r.link.setAttribute("aria-current", "page"); else r.link.removeAttribute("aria-current");
   }
-
-  function bubble(room, event) {
-    const from = event.from && typeof event.from === "object"
-      ? { id: String(event.from.id ?? ""), name: String(event.from.name ?? "?") }
-      : { id: "", name: "?" };
-    const own = from.id === myId;
-    const ts = typeof event.ts === "number" ? event.ts : Date.now();
-    const open = openGroup(room.log, from, ts);
-    const group = open || el("li", `group ${own ? "own" : "other"} c${hue(from.name)}`);
-    if (!open) {
-      group.dataset.sender = from.id;
-      if (!own) group.append(el("div", "avatar", initials(from.name)));
-      const stack = el("div", "stack");
-      if (!own) stack.append(el("span", "who", from.name));
-      group.append(stack);
-    }
-    group.dataset.ts = String(ts);
-    const message = el("div", "bubble");
-    message.dataset.id = String(event.id || "");
-    // Grouped bubbles show the name once; a screen reader hears it every time.
-    message.append(el("span", "visually-hidden", own ? "You: " : `${from.name}: `));
-    message.append(el("span", "text", String(event.message)));
-    const time = el("time", "time", clock(ts));
-    time.dateTime = new Date(ts).toISOString();
-    message.append(time);
-    place(room, () => {
-      group.querySelector(".stack").append(message);
-      if (!open) room.log.append(group);
-    }, { own });
-    setPreview(room, `${own ? "You" : from.name}: ${event.message}`, ts);
+  if (room !== lobby) {
+    try { localStorage.setItem(OPEN_KEY, room.name); } catch { /* private mode */ }
   }
+  showRoomBar();
+  showComposer();
+}
 
-  // ---- header and composer -------------------------------------------------
+function roomFromHash() {
+  const raw = location.hash.slice(1);
+  try { return decodeURIComponent(raw); } catch { return raw; }
+}
 
-  function showRoomBar() {
-    const room = current;
-    leaveButton.hidden = room === lobby;
-    roomTitle.textContent = room === lobby ? "chatd" : room.name;
-    roomAvatar.textContent = room === lobby ? "#" : initials(room.name);
-    roomAvatar.className = room === lobby ? "avatar room" : `avatar room c${hue(room.name)}`;
-    let status;
-    if (!connected) status = stateLabel.textContent;
-    else if (room === lobby) status = rooms.size ? "pick a room" : "join a room to start";
-    else if (!room.joined) status = "joining…";
-    else if (typeof room.members === "number") status = `${room.members} member${room.members === 1 ? "" : "s"}`;
-    else status = "";
-    roomStatus.textContent = status;
-    roomStatus.dataset.state = connected ? "connected" : stateLabel.dataset.state;
+/** Makes the page match the URL hash: the room it names, joined if needed. */
+function route() {
+  const name = roomFromHash();
+  if (!name) {
+    const room = defaultRoom();
+    // A wide screen always shows a room, so the address names it.
+    if (!narrow.matches && room !== lobby) history.replaceState(null, "", `#${room.name}`);
+    show(room, "list");
+    return;
   }
+  const problem = roomProblem(name);
+  const room = problem ? null : rooms.get(name) || requestJoin(name);
+  if (problem) hint(problem);
+  if (room) show(room, "chat"); else show(defaultRoom(), "list");
+}
 
-  function showComposer() {
-    const ready = connected && current !== lobby && current.joined;
-    const hadFocus = document.activeElement === text;
-    text.disabled = !ready;
-    send.disabled = !ready;
-    text.placeholder = !connected ? "Waiting for the connection…"
-      : current === lobby ? "Join a room to chat"
-        : !current.joined ? `Joining ${current.name}…` : "Message";
-    if (ready && (hadFocus || focusOnJoin)) text.focus();
-    if (ready) focusOnJoin = false;
-  }
+function openHash(name) {
+  clickedFromList = isListView();
+  if (roomFromHash() === name) route(); else location.hash = name;
+}
 
-  // ---- connection state ----------------------------------------------------
+window.addEventListener("hashchange", () => {
+  cameFromList = clickedFromList;
+  clickedFromList = false;
+  route();
+});
+narrow.addEventListener("change", route);
 
-  function setState(state, detail) {
-    stateLabel.dataset.state = state;
-    stateLabel.textContent = detail || state;
-    document.body.dataset.state = state;
-    connected = state === "connected";
-    if (!connected) onlineLabel.textContent = "";
-    showComposer();
-    showRoomBar();
-  }
-
-  function setOnline(count) {
-    if (typeof count === "number") onlineLabel.textContent = `${count} online`;
-  }
-
-  /** The welcome and joined counts are snapshots; /status and /rooms refresh them. */
-  function pollStatus() {
-    clearInterval(statusTimer);
-    statusTimer = setInterval(async () => {
-      if (document.hidden || !socket || socket.readyState !== WebSocket.OPEN) return;
-      try {
-        const response = await fetch("/status", { cache: "no-store" });
-        if (response.ok) setOnline((await response.json()).connections);
-        if (!roomsServer) return;
-        const list = await fetch("/rooms", { cache: "no-store" });
-        if (!list.ok) return;
-        const body = await list.json();
-        for (const entry of Array.isArray(body.rooms) ? body.rooms : []) {
-          const room = entry && rooms.get(entry.room);
-          if (room && room.joined && typeof entry.members === "number") room.members = entry.members;
-        }
-        showRoomBar();
-      } catch { /* the socket's close handler reports outages */ }
-    }, STATUS_POLL_MS);
-  }
-
-  /** Full-ish jitter: between half and all of the doubled delay. */
-  function backoffDelay() {
-    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, attempt - 1));
-    return ceiling / 2 + Math.random() * (ceiling / 2);
-  }
-
-  /**
-   * Waits `delay` ms, showing what the page is doing, then connects. After a
-   * few failed attempts in a row the page calls itself offline.
-   */
-  function scheduleConnect(delay) {
-    clearTimeout(retryTimer);
-    clearInterval(countdownTimer);
-    if (navigator.onLine === false) {
-      setState("offline", "offline · waiting for network");
-      return;
-    }
-    const state = !everConnected ? "connecting" : attempt >= 4 ? "offline" : "reconnecting";
-    const verb = state === "offline" ? "offline · retrying" : state;
-    const due = Date.now() + delay;
-    const tick = () => {
-      const seconds = Math.ceil((due - Date.now()) / 1000);
-      setState(state, seconds > 0 ? `${verb} in ${seconds} s…` : `${verb}…`);
-    };
-    tick();
-    if (delay >= 1000) countdownTimer = setInterval(tick, 1000);
-    retryTimer = setTimeout(() => {
-      clearInterval(countdownTimer);
-      connect();
-    }, delay);
-  }
-
-  /** /ws?name=N&room=a&room=b…: the connection starts in every room of the page. */
-  function wsUrl() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const query = new URLSearchParams();
-    const name = cleanName(nameInput.value);
-    if (name) query.append("name", name);
-    for (const room of [...rooms.keys()].slice(0, queryRooms)) query.append("room", room);
-    const search = query.toString();
-    return `${scheme}://${location.host}/ws${search ? `?${search}` : ""}`;
-  }
-
-  function connect() {
-    clearTimeout(retryTimer);
-    if (!everConnected) setState("connecting", "connecting…");
-    let ws;
-    try {
-      ws = new WebSocket(wsUrl());
-    } catch {
-      attempt += 1;
-      scheduleConnect(backoffDelay());
-      return;
-    }
-    socket = ws;
-    let welcomed = false;
-    ws.onmessage = (e) => {
-      let event;
-      try { event = JSON.parse(e.data); } catch { return; }
-      if (!event || typeof event !== "object") return;
-      if (event.type === "welcome") { welcomed = true; queryRooms = MAX_ROOMS; }
-      handle(event);
-    };
-    ws.onclose = () => {
-      if (socket !== ws) return; // replaced on purpose (rename, shutdown notice)
-      socket = null;
-      if (!welcomed) queryRooms = Math.max(1, Math.floor(Math.min(queryRooms, rooms.size) / 2));
-      for (const room of rooms.values()) room.joined = false;
-      clearInterval(statusTimer);
-      if (resumeAt !== null) {
-        scheduleConnect(Math.max(0, resumeAt - Date.now()));
-        resumeAt = null;
-      } else {
-        attempt += 1;
-        scheduleConnect(backoffDelay());
-      }
-    };
-  }
-
-  /** Closes the current socket on purpose and connects again after `delay`. */
-  function reconnect(delay) {
-    const old = socket;
-    socket = null;
-    if (old) old.close(1000);
-    for (const room of rooms.values()) room.joined = false;
-    scheduleConnect(delay);
-  }
-
-  /**
-   * A (re)connection: the rooms the server started us in are joined; a
-   * remembered room it did not start us in is joined now, and a room it put
-   * us in that the reader has left (`general` by default) is left again.
-   */
-  function welcome(event) {
-    myId = String(event.client_id);
-    attempt = 0;
-    resumeAt = null;
-    joinQueue.length = 0;
-    joinInFlight = null;
-    for (const room of rooms.values()) room.joined = false;
-    roomsServer = Array.isArray(event.rooms);
-    const started = roomsServer
-      ? event.rooms.filter((j) => j && typeof j === "object" && validRoom(j.room))
-      : [{ room: DEFAULT_ROOM }];
-    if (adoptServerRooms || !roomsServer) for (const j of started) addRoom(j.room);
-    if (roomsServer) adoptServerRooms = false;
-    for (const j of started) {
-      if (rooms.has(j.room)) onJoined(j, false);
-      else sendFrame({ type: "leave", room: j.room });
-    }
-    for (const room of rooms.values()) if (!room.joined) sendJoin(room);
-    setState("connected");
-    setOnline(event.online);
-    pollStatus();
-    const name = String(event.name);
-    if (!nameInput.value) nameInput.placeholder = name;
-    me.textContent = initials(name);
-    me.className = `avatar me c${hue(name)}`;
+backButton.addEventListener("click", () => {
+  if (cameFromList) {
+    history.back();
+  } else {
+    history.pushState(null, "", location.pathname + location.search);
     route();
-    pill(renaming ? `You are now ${name}` : everConnected ? `Reconnected as ${name}` : `You joined as ${name}`,
-      "welcome");
-    renaming = false;
-    everConnected = true;
   }
+});
+leaveButton.addEventListener("click", () => { if (current !== lobby) leaveRoom(current); });
 
-  /** The room an event belongs to: its `room`, or `general` for a v1 event. */
-  function roomOf(event) {
-    return rooms.get(typeof event.room === "string" ? event.room : DEFAULT_ROOM) || null;
-  }
+$("join-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const name = roomInput.value.trim();
+  const problem = roomProblem(name);
+  hint(problem || "");
+  if (problem) { roomInput.focus(); return; }
+  roomInput.value = "";
+  focusOnJoin = true;
+  openHash(name);
+});
+roomInput.addEventListener("input", () => {
+  const name = roomInput.value.trim();
+  hint(name ? roomProblem(name) || "" : "");
+});
 
-  function handle(event) {
-    switch (event.type) {
-      case "welcome": welcome(event); break;
-      case "joined": if (validRoom(event.room)) onJoined(event, true); break;
-      case "left": {
-        const room = rooms.get(event.room);
-        if (room) { room.joined = false; showComposer(); showRoomBar(); }
-        break;
-      }
-      case "echo": {
-        const room = roomOf(event);
-        if (room) bubble(room, event);
-        break;
-      }
-      case "notification": {
-        // With `room`, it belongs to that room; without, it is for everyone
-        // (POST /notify, the ticker) and shows in whichever room is open.
-        const room = typeof event.room === "string" ? rooms.get(event.room) : current;
-        if (room) pill(String(event.message), "notice", room);
-        break;
-      }
-      case "shutdown_notice": {
-        const wait = Math.max(0, Number(event.retry_after_ms) || 0);
-        resumeAt = Date.now() + wait;
-        pill(`${event.message} · reconnecting in ${Math.ceil(wait / 1000)} s`, "shutdown");
-        // Leave the draining server after our own jittered delay; the
-        // reconnect then lands on whichever server is taking new clients.
-        clearTimeout(retryTimer);
-        retryTimer = setTimeout(() => { resumeAt = null; reconnect(0); }, wait);
-        break;
-      }
-      case "error": {
-        const refusal = ["bad_room", "too_many_rooms", "not_allowed"].includes(event.code);
-        if (refusal && joinInFlight !== null) onJoinRefused(event);
-        else pill(String(event.message), "error");
-        break;
-      }
-      default: break; // newer events (presence, typing, ...) are not shown yet
+// ---- scrolling -----------------------------------------------------------
+
+function atBottom(log) {
+  return log.scrollHeight - log.scrollTop - log.clientHeight < STICKY_PX;
+}
+
+function scrollToBottom(log, smooth) {
+  log.scrollTo({ top: log.scrollHeight, behavior: smooth ? "smooth" : "auto" });
+}
+
+function showUnread() {
+  chip.hidden = unread === 0;
+  chipCount.textContent = String(unread);
+  chip.setAttribute("aria-label", `${unread} new message${unread === 1 ? "" : "s"}, jump to latest`);
+}
+
+/**
+ * Runs `insert` on `room`'s list. In the list the reader sees, the view
+ * stays pinned to the bottom unless they had scrolled up, and then the
+ * arrival counts on the "new messages" chip; in any other room it counts
+ * on the room's unread badge. The room's window is trimmed from the top.
+ */
+function place(room, insert, { own = false, counts = true } = {}) {
+  const log = visibleLog();
+  if (log === room.log) {
+    const follow = own || atBottom(log);
+    insert();
+    trim(room, follow ? WINDOW : WINDOW_MAX);
+    if (follow) {
+      scrollToBottom(log, false);
+    } else if (counts) {
+      unread += 1;
+      showUnread();
     }
+  } else {
+    insert();
+    trim(room, room.stuck ? WINDOW : WINDOW_MAX);
+    if (counts && room !== lobby) { room.unread += 1; showBadge(room); }
   }
-
-  // ---- composer and name -----------------------------------------------------
-
-  /**
-   * Grows the composer with its text. scrollHeight leaves out the border, so
-   * it is added back: without it a one-line text overflowed by a pixel or two
-   * on phones (16 px text) and showed scrollbar arrows. The textarea scrolls
-   * only once it is at its CSS max-height.
-   */
-  function resizeComposer() {
-    text.classList.remove("scrolls");
-    text.style.height = "auto";
-    const border = text.offsetHeight - text.clientHeight;
-    const wanted = text.scrollHeight + border;
-    const max = parseFloat(getComputedStyle(text).maxHeight) || 160;
-    text.style.height = `${Math.min(wanted, max)}px`;
-    text.classList.toggle("scrolls", wanted > max);
+  if (counts && document.hidden) {
+    hiddenUnread += 1;
+    document.title = `(${hiddenUnread}) chatd`;
   }
+}
 
-  $("composer").addEventListener("submit", (e) => {
+/** The rows of a list that count against its window. */
+const rowCount = (log) => log.querySelectorAll(".bubble, .pill").length;
+
+/**
+ * Drops the oldest rows of `room` until at most `keep` are left. The view
+ * keeps what the reader is looking at where it was. Dropped messages come
+ * back from the server's history when the reader scrolls up to them.
+ */
+function trim(room, keep) {
+  const log = room.log;
+  let excess = rowCount(log) - keep;
+  if (excess <= 0) return;
+  const heightBefore = log.scrollHeight;
+  while (excess > 0 && log.firstElementChild) {
+    const first = log.firstElementChild;
+    const bubble = first.classList.contains("group") ? first.querySelector(".bubble") : null;
+    const row = bubble || first;
+    if (row.dataset.id) room.ids.delete(row.dataset.id);
+    row.remove();
+    if (bubble && !first.querySelector(".bubble")) first.remove();
+    excess -= 1;
+  }
+  room.startReached = false;
+  if (log === visibleLog() && !atBottom(log)) log.scrollTop -= heightBefore - log.scrollHeight;
+}
+
+/**
+ * Loads the messages before the oldest one on the page, from the room's
+ * history (GET /rooms/{R}/history?before=N), and puts them on top without
+ * moving what the reader sees. Only the current epoch's history can be
+ * asked for: rows of a lost one have nothing older to load.
+ */
+async function loadOlder(room) {
+  if (room.loadingOlder || room.startReached || rowCount(room.log) >= WINDOW_MAX) return;
+  const oldest = room.log.querySelector("[data-offset]");
+  const at = client.positions()[room.name];
+  if (!oldest || !at || oldest.dataset.epoch !== at.epoch || Number(oldest.dataset.offset) <= 1) {
+    room.startReached = true;
+    return;
+  }
+  room.loadingOlder = true;
+  try {
+    const page = await client.history(room.name, { before: Number(oldest.dataset.offset), limit: OLDER_PAGE });
+    if (!rooms.has(room.name)) return;
+    // A batch Redis stored twice (after a failed round trip) repeats an id.
+    const ids = new Set(room.ids.keys());
+    const fresh = page.epoch !== at.epoch ? [] : page.events.filter((e) => {
+      if (!e || ids.has(String(e.id))) return false;
+      ids.add(String(e.id));
+      return true;
+    });
+    if (!fresh.length) { room.startReached = true; return; }
+    prepend(room, fresh, at.epoch);
+  } catch {
+    // Offline or an old server: try again on the next scroll to the top.
+  } finally {
+    room.loadingOlder = false;
+  }
+}
+
+// ---- rows ----------------------------------------------------------------
+
+/** Marks `row` with the event's id and place in the room's history. */
+function tag(room, row, event, epoch) {
+  if (event.id !== undefined && event.id !== null) {
+    row.dataset.id = String(event.id);
+    room.ids.set(row.dataset.id, row);
+  }
+  if (Number.isInteger(event.offset) && epoch) {
+    row.dataset.offset = String(event.offset);
+    row.dataset.epoch = epoch;
+  }
+}
+
+/**
+ * A centred system line: welcome, notifications, shutdown notices, errors.
+ * A room notice (`event`) counts as unread unless it is from the past.
+ */
+function pill(message, kind = "info", room = current, { event = null, epoch = null, counts = kind === "notice" } = {}) {
+  const row = el("li", `pill ${kind}`);
+  row.append(el("span", "", message));
+  if (event) tag(room, row, event, epoch);
+  place(room, () => room.log.append(row), { counts });
+  if (kind === "notice" && room !== lobby) {
+    setPreview(room, message, event && typeof event.ts === "number" ? event.ts : Date.now());
+  }
+  return row;
+}
+
+/**
+ * Notices to everyone (the periodic one, POST /notify without a room) of
+ * one kind (the same text but for its numbers: "Periodic notification #12")
+ * share one pill that counts them and says when the last came, at the
+ * bottom of the open room: a tab open for days stays readable.
+ */
+const repeated = new Map();
+
+function everyoneNotice(event) {
+  const message = String(event.message);
+  const key = message.replace(/\d+/g, "#");
+  const ts = typeof event.ts === "number" ? event.ts : Date.now();
+  const known = repeated.get(key);
+  const count = known ? known.count + 1 : 1;
+  if (known) known.row.remove();
+  const row = el("li", "pill notice everyone");
+  row.append(el("span", "", message));
+  if (count > 1) {
+    row.dataset.count = String(count);
+    row.append(el("span", "repeat", ` · ×${count}, last ${clock(ts)}`));
+  }
+  repeated.set(key, { row, count });
+  place(current, () => current.log.append(row), { counts: count === 1 });
+}
+
+/** The group in `log` a new bubble from `from` joins, or null to start one. */
+function openGroup(log, from, ts) {
+  const last = log.lastElementChild;
+  if (!last || !last.classList.contains("group")) return null;
+  if (last.dataset.sender !== from.id) return null;
+  if (ts - Number(last.dataset.ts) > GROUP_WINDOW_MS) return null;
+  return last;
+}
+
+function sender(event) {
+  return event.from && typeof event.from === "object"
+    ? { id: String(event.from.id ?? ""), name: String(event.from.name ?? "?") }
+    : { id: "", name: "?" };
+}
+
+/** A new group for `from`'s bubbles. */
+function makeGroup(from, own) {
+  const group = el("li", `group ${own ? "own" : "other"} c${hue(from.name)}`);
+  group.dataset.sender = from.id;
+  if (!own) group.append(el("div", "avatar", initials(from.name)));
+  const stack = el("div", "stack");
+  if (!own) stack.append(el("span", "who", from.name));
+  group.append(stack);
+  return group;
+}
+
+function makeBubble(room, event, epoch, own, from, ts) {
+  const message = el("div", "bubble");
+  tag(room, message, event, epoch);
+  message.dataset.ts = String(ts);
+  // Grouped bubbles show the name once; a screen reader hears it every time.
+  message.append(el("span", "visually-hidden", own ? "You: " : `${from.name}: `));
+  message.append(el("span", "text", String(event.message)));
+  const time = el("time", "time", clock(ts));
+  time.dateTime = new Date(ts).toISOString();
+  message.append(time);
+  return message;
+}
+
+/** Appends `event` (an echo) to `room`'s list, in the last group when it can. */
+function bubble(room, event, epoch, counts) {
+  if (event.id !== undefined && room.ids.has(String(event.id))) return;
+  const from = sender(event);
+  const own = myIds.has(from.id);
+  const ts = typeof event.ts === "number" ? event.ts : Date.now();
+  const open = openGroup(room.log, from, ts);
+  const group = open || makeGroup(from, own);
+  group.dataset.ts = String(ts);
+  const message = makeBubble(room, event, epoch, own, from, ts);
+  place(room, () => {
+    group.querySelector(".stack").append(message);
+    if (!open) room.log.append(group);
+  }, { own, counts: counts && !own });
+  setPreview(room, `${own ? "You" : from.name}: ${event.message}`, ts);
+}
+
+/** Puts older `events` (oldest first) on top of `room`'s list. */
+function prepend(room, events, epoch) {
+  const log = room.log;
+  const rows = document.createDocumentFragment();
+  let last = null;
+  for (const event of events) {
+    const ts = typeof event.ts === "number" ? event.ts : 0;
+    if (event.type === "notification") {
+      const row = el("li", "pill notice");
+      row.append(el("span", "", String(event.message)));
+      tag(room, row, event, epoch);
+      rows.append(row);
+      last = null;
+      continue;
+    }
+    if (event.type !== "echo") continue;
+    const from = sender(event);
+    const own = myIds.has(from.id);
+    if (!last || last.dataset.sender !== from.id || ts - Number(last.dataset.ts) > GROUP_WINDOW_MS) {
+      last = makeGroup(from, own);
+      rows.append(last);
+    }
+    last.dataset.ts = String(ts);
+    last.querySelector(".stack").append(makeBubble(room, event, epoch, own, from, ts));
+  }
+  // Measured before anything moves: the view keeps its distance from the bottom.
+  const fromBottom = log.scrollHeight - log.scrollTop;
+  // The last loaded group and the first on the page may be one sender's run.
+  const first = log.firstElementChild;
+  const firstBubble = first && first.classList.contains("group") ? first.querySelector(".bubble") : null;
+  if (last && firstBubble && first.dataset.sender === last.dataset.sender
+      && Number(firstBubble.dataset.ts) - Number(last.dataset.ts) <= GROUP_WINDOW_MS) {
+    const stack = first.querySelector(".stack");
+    for (const b of [...last.querySelectorAll(".bubble")]) stack.insertBefore(b, firstBubble);
+    last.remove();
+  }
+  log.prepend(rows);
+  log.scrollTop = log.scrollHeight - fromBottom;
+}
+
+client.on("message", ({ room: name, event, source, epoch }) => {
+  const room = rooms.get(name) || addRoom(name);
+  bubble(room, event, epoch, source !== "history");
+});
+
+client.on("notice", ({ room: name, event, source, epoch }) => {
+  // With `room`, it belongs to that room and is stored; without, it is for
+  // everyone (POST /notify, the ticker) and shows in whichever room is open.
+  if (name === null) { everyoneNotice(event); return; }
+  const room = rooms.get(name) || addRoom(name);
+  if (event.id !== undefined && room.ids.has(String(event.id))) return;
+  pill(String(event.message), "notice", room, { event, epoch, counts: source !== "history" });
+});
+
+/** The server could not give us everything we missed in `room`. */
+client.on("gap", ({ room: name }) => {
+  const room = rooms.get(name);
+  if (room) pill("some messages may be missing", "gap", room);
+});
+
+// ---- header and composer -------------------------------------------------
+
+function showRoomBar() {
+  const room = current;
+  leaveButton.hidden = room === lobby;
+  roomTitle.textContent = room === lobby ? "chatd" : room.name;
+  roomAvatar.textContent = room === lobby ? "#" : initials(room.name);
+  roomAvatar.className = room === lobby ? "avatar room" : `avatar room c${hue(room.name)}`;
+  let status;
+  if (!client.connected) status = stateLabel.textContent;
+  else if (room === lobby) status = rooms.size ? "pick a room" : "join a room to start";
+  else if (!joined(room)) status = "joining…";
+  else if (typeof room.members === "number") status = `${room.members} member${room.members === 1 ? "" : "s"}`;
+  else status = "";
+  roomStatus.textContent = status;
+  roomStatus.dataset.state = client.connected ? "connected" : stateLabel.dataset.state;
+}
+
+function showComposer() {
+  const ready = client.connected && joined(current);
+  const hadFocus = document.activeElement === text;
+  text.disabled = !ready;
+  send.disabled = !ready;
+  text.placeholder = !client.connected ? "Waiting for the connection…"
+    : current === lobby ? "Join a room to chat"
+      : !joined(current) ? `Joining ${current.name}…` : "Message";
+  if (ready && (hadFocus || focusOnJoin)) text.focus();
+  if (ready) focusOnJoin = false;
+}
+
+// ---- connection state ----------------------------------------------------
+
+function showState(state, detail) {
+  stateLabel.dataset.state = state;
+  stateLabel.textContent = detail || state;
+  document.body.dataset.state = state;
+  if (state !== "connected") onlineLabel.textContent = "";
+  showComposer();
+  showRoomBar();
+}
+
+/** What the client is doing, with a countdown to its next attempt. */
+client.on("state", ({ state, retryAt }) => {
+  clearInterval(countdownTimer);
+  if (state === "connected") { showState(state); return; }
+  clearInterval(statusTimer);
+  if (state === "offline" && retryAt === null) { showState(state, "offline · waiting for network"); return; }
+  if (retryAt === null) { showState(state, `${state}…`); return; }
+  const verb = state === "offline" ? "offline · retrying" : state;
+  const tick = () => {
+    const seconds = Math.ceil((retryAt - Date.now()) / 1000);
+    showState(state, seconds > 0 ? `${verb} in ${seconds} s…` : `${verb}…`);
+  };
+  tick();
+  if (retryAt - Date.now() >= 1000) countdownTimer = setInterval(tick, 1000);
+});
+
+function setOnline(count) {
+  if (typeof count === "number") onlineLabel.textContent = `${count} online`;
+}
+
+/** The welcome and joined counts are snapshots; /status and /rooms refresh them. */
+function pollStatus() {
+  clearInterval(statusTimer);
+  statusTimer = setInterval(async () => {
+    if (document.hidden || !client.connected) return;
+    try {
+      const response = await fetch("/status", { cache: "no-store" });
+      if (response.ok) setOnline((await response.json()).connections);
+      if (!client.roomsServer) return;
+      const list = await fetch("/rooms", { cache: "no-store" });
+      if (!list.ok) return;
+      const body = await list.json();
+      for (const entry of Array.isArray(body.rooms) ? body.rooms : []) {
+        const room = entry && rooms.get(entry.room);
+        if (room && joined(room) && typeof entry.members === "number") room.members = entry.members;
+      }
+      showRoomBar();
+    } catch { /* the client reports outages */ }
+  }, STATUS_POLL_MS);
+}
+
+/** A (re)connection, after the rooms it started in (and their history). */
+client.on("welcome", ({ event, reconnected }) => {
+  rememberId(String(event.client_id));
+  setOnline(event.online);
+  pollStatus();
+  const name = String(event.name);
+  if (!nameInput.value) nameInput.placeholder = name;
+  me.textContent = initials(name);
+  me.className = `avatar me c${hue(name)}`;
+  route();
+  pill(renaming ? `You are now ${name}` : reconnected ? `Reconnected as ${name}` : `You joined as ${name}`,
+    "welcome");
+  renaming = false;
+});
+
+client.on("shutdown", ({ event, retryAfterMs }) => {
+  pill(`${event.message} · reconnecting in ${Math.ceil(retryAfterMs / 1000)} s`, "shutdown");
+});
+
+client.on("error", ({ message }) => pill(message, "error"));
+
+// ---- composer and name -----------------------------------------------------
+
+/**
+ * Grows the composer with its text. scrollHeight leaves out the border, so
+ * it is added back: without it a one-line text overflowed by a pixel or two
+ * on phones (16 px text) and showed scrollbar arrows. The textarea scrolls
+ * only once it is at its CSS max-height.
+ */
+function resizeComposer() {
+  text.classList.remove("scrolls");
+  text.style.height = "auto";
+  const border = text.offsetHeight - text.clientHeight;
+  const wanted = text.scrollHeight + border;
+  const max = parseFloat(getComputedStyle(text).maxHeight) || 160;
+  text.style.height = `${Math.min(wanted, max)}px`;
+  text.classList.toggle("scrolls", wanted > max);
+}
+
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const message = text.value;
+  if (!message.trim() || !joined(current)) return;
+  if (new TextEncoder().encode(message).length > maxMessageBytes) {
+    pill(`That message is longer than ${maxMessageBytes} bytes.`, "error");
+    return;
+  }
+  if (!client.say(current.name, message)) return;
+  text.value = "";
+  resizeComposer();
+  text.focus();
+});
+
+text.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
-    const message = text.value;
-    if (!message.trim() || current === lobby || !current.joined) return;
-    if (new TextEncoder().encode(message).length > maxMessageBytes) {
-      pill(`That message is longer than ${maxMessageBytes} bytes.`, "error");
-      return;
-    }
-    if (!sendFrame({ type: "message", room: current.name, message })) return;
-    text.value = "";
-    resizeComposer();
-    text.focus();
-  });
-
-  text.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-      e.preventDefault();
-      $("composer").requestSubmit();
-    }
-  });
-  text.addEventListener("input", resizeComposer);
-
-  function rename() {
-    const name = cleanName(nameInput.value);
-    nameInput.value = name;
-    if (name === storedName()) return;
-    storeName(name);
-    renaming = true;
-    reconnect(0);
+    $("composer").requestSubmit();
   }
+});
+text.addEventListener("input", resizeComposer);
 
-  $("name-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    rename();
-    if (!text.disabled) text.focus();
-  });
-  nameInput.addEventListener("change", rename);
+function rename() {
+  const name = cleanName(nameInput.value);
+  nameInput.value = name;
+  if (name === storedName()) return;
+  storeName(name);
+  renaming = true;
+  client.rename(name);
+}
 
-  window.addEventListener("online", () => { if (!socket) scheduleConnect(0); });
-  window.addEventListener("offline", () => { if (!socket) setState("offline", "offline · waiting for network"); });
+$("name-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  rename();
+  if (!text.disabled) text.focus();
+});
+nameInput.addEventListener("change", rename);
 
-  // ---- start -----------------------------------------------------------------
+chip.addEventListener("click", () => {
+  const log = visibleLog();
+  if (log) scrollToBottom(log, true);
+  unread = 0;
+  showUnread();
+  text.focus();
+});
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) { hiddenUnread = 0; document.title = "chatd"; }
+});
 
-  nameInput.value = storedName();
-  const remembered = storedRooms();
-  adoptServerRooms = remembered === null;
-  for (const name of remembered || []) addRoom(name).confirmed = true;
-  noRooms.hidden = rooms.size > 0 || adoptServerRooms;
-  route(); // a room named by the hash is added here, so the connection starts in it
-  connect();
-})();
+// ---- start -----------------------------------------------------------------
+
+nameInput.value = storedName();
+for (const name of remembered || []) addRoom(name).confirmed = true;
+noRooms.hidden = rooms.size > 0 || remembered === null;
+route(); // a room named by the hash is joined here, so the connection starts in it
+client.connect();

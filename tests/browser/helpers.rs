@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
+use crate::redis_server::RedisServer;
 use crate::server_process::ServerProcess;
 
 /// How long any single wait may take before the test fails. Generous: two
@@ -42,10 +43,14 @@ pub enum Scrollbars {
 }
 
 /// One test's world: its own chatd process and its own browser to open the
-/// chat page in.
+/// chat page in; with [`TestChat::start_with_redis`], its own Redis too.
 pub struct TestChat {
     pub server: ServerProcess,
     browser: Browser,
+    /// chatd's settings, for a restart or a second process.
+    env: Vec<(String, String)>,
+    // Dropped after the servers (fields drop in order): they never see it go.
+    _redis: Option<RedisServer>,
 }
 
 impl TestChat {
@@ -58,8 +63,89 @@ impl TestChat {
     /// Like [`TestChat::start`], with `env` added to chatd's environment.
     pub fn start_with(env: &[(&str, &str)]) -> Option<Self> {
         let browser = Browser::launch()?;
-        let server = ServerProcess::start(env);
-        Some(Self { server, browser })
+        Some(Self::with_browser(browser, env, None))
+    }
+
+    /// Like [`TestChat::start_with`], with a `redis-server` of its own behind
+    /// chatd (`REDIS_URL`), so the rooms' history outlives a chatd process.
+    /// `None` when the test skips (no browser, or no redis-server outside CI).
+    pub fn start_with_redis(env: &[(&str, &str)]) -> Option<Self> {
+        let browser = Browser::launch()?;
+        let redis = RedisServer::start_or_skip()?;
+        Some(Self::with_browser(browser, env, Some(redis)))
+    }
+
+    fn with_browser(browser: Browser, env: &[(&str, &str)], redis: Option<RedisServer>) -> Self {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(redis) = &redis {
+            env.push(("REDIS_URL".into(), redis.url()));
+        }
+        let server = ServerProcess::start(&pairs(&env));
+        Self {
+            server,
+            browser,
+            env,
+            _redis: redis,
+        }
+    }
+
+    /// Another chatd with the same settings (the same Redis), on its own port.
+    pub fn start_another_server(&self) -> ServerProcess {
+        ServerProcess::start(&pairs(&self.env))
+    }
+
+    /// Starts a fresh chatd with the same settings on the port `stopped` used.
+    pub fn restart_on_same_port(&self, stopped: &ServerProcess) -> ServerProcess {
+        let port = stopped.address.port().to_string();
+        let mut env = pairs(&self.env);
+        env.push(("API_PORT", &port));
+        ServerProcess::start(&env)
+    }
+
+    /// A fresh browser showing `server`'s chat page, connected as `name`.
+    pub async fn open_chat_on(&mut self, server: &ServerProcess, name: &str) -> Page {
+        let page = self.browser.open(&server.url("/")).await;
+        page.wait_for_state("connected").await;
+        page.set_name(name).await;
+        page
+    }
+
+    /// Waits until `server` is connected to Redis and follows `rooms` room
+    /// channels, so what another process says in them reaches its pages.
+    pub async fn wait_until_relaying(&self, server: &ServerProcess, rooms: u64) {
+        let client = awc::Client::builder().timeout(WAIT).finish();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut response = client
+                .get(server.url("/status"))
+                .send()
+                .await
+                .expect("GET /status answers");
+            let status: Value = response.json().await.expect("the status is JSON");
+            let redis = &status["redis"];
+            if redis["state"] == "connected" && redis["room_channels"] == rooms {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never followed {rooms} room channels: {status}",
+                server.address
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A WebSocket client of the test's own (no browser) in `general`.
+    pub async fn bot(&self, name: &str) -> Bot {
+        let url = format!("ws://{}/ws?name={name}", self.server.address);
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("the handshake finishes in time")
+            .expect("the upgrade is accepted");
+        Bot { socket }
     }
 
     /// A fresh browser showing the chat page, connected under the name the
@@ -103,9 +189,10 @@ impl TestChat {
             .await
     }
 
-    /// Starts a fresh chatd on the port the stopped one used.
+    /// Starts a fresh chatd, with the same settings, on the port the stopped
+    /// one used.
     pub fn restart_server(&mut self) {
-        self.server = self.server.restart_on_same_port();
+        self.server = self.restart_on_same_port(&self.server);
     }
 
     /// `POST /notify?message=…`; returns the status.
@@ -130,6 +217,51 @@ impl TestChat {
             .await
             .expect("POST /notify answers");
         response.status().as_u16()
+    }
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A chat client without a page, for saying many things quickly.
+pub struct Bot {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Bot {
+    /// Says each of `texts` in `general`, then waits for the echo of the
+    /// last: once it is back, every one of them is stored.
+    pub async fn say_all(&mut self, texts: &[String]) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        for text in texts {
+            let frame = json!({ "type": "message", "room": "general", "message": text });
+            self.socket
+                .send(Message::text(frame.to_string()))
+                .await
+                .expect("the bot's message is sent");
+        }
+        let last = texts.last().expect("something to say");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("no echo of {last:?} within {WAIT:?}"))
+                .expect("the bot's connection stays open")
+                .expect("the bot reads a frame");
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(&text).expect("events are JSON");
+            assert_ne!(event["type"], "error", "the bot was refused: {event}");
+            if event["type"] == "echo" && event["message"] == json!(last) {
+                return;
+            }
+        }
     }
 }
 
@@ -492,6 +624,31 @@ impl Page {
             json!(text)
         );
         self.wait_until(&condition, &format!("a pill with {text:?} in {place:?}"))
+            .await;
+    }
+
+    /// The open room's list as text, oldest first: a bubble's text, or a
+    /// pill's text in brackets (`[some messages may be missing]`).
+    pub async fn rows(&self) -> Vec<String> {
+        let value = self
+            .eval(
+                "const log = openLog(); if (!log) return []; \
+                 return [...log.querySelectorAll('.bubble, .pill')].map((r) => \
+                   r.classList.contains('pill') ? `[${r.textContent}]` \
+                     : r.querySelector('.text').textContent);",
+            )
+            .await;
+        serde_json::from_value(value).expect("rows as JSON")
+    }
+
+    /// Scrolls the open room's list to its top, as a reader would.
+    pub async fn scroll_to_top(&self) {
+        self.eval("openLog().scrollTop = 0; return true;").await;
+    }
+
+    /// Scrolls the open room's list to its bottom.
+    pub async fn scroll_to_bottom(&self) {
+        self.eval("openLog().scrollTop = openLog().scrollHeight; return true;")
             .await;
     }
 

@@ -209,10 +209,25 @@ async fn joined_rooms_are_remembered_across_a_reload_and_left_rooms_stay_left() 
     // (Clearing the field first reconnected once without a name.)
     let url = ana.eval("return window.wsUrls.pop();").await;
     let url = url.as_str().expect("the page connected again");
-    assert!(
-        url.ends_with("/ws?name=Ana+B&room=ops&room=release-1.4"),
-        "{url}"
-    );
+    // Each room it has seen resumes after its last message: since=R:N:E.
+    let (_, query) = url.split_once("/ws?").expect("a /ws URL with a query");
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(params.len(), 3, "{url}");
+    assert_eq!(params[0], ("name".into(), "Ana B".into()), "{url}");
+    for ((key, value), room) in params[1..].iter().zip(["ops", "release-1.4"]) {
+        let parts: Vec<&str> = value.split(':').collect();
+        assert!(
+            key == "since"
+                && parts.len() == 3
+                && parts[0] == room
+                && parts[1].parse::<u64>().is_ok()
+                && !parts[2].is_empty()
+                && parts[2].chars().all(|c| c.is_ascii_alphanumeric()),
+            "{room} resumes with since={room}:N:EPOCH: {url}"
+        );
+    }
 
     ana.leave_room("ops").await;
     ana.leave_room("release-1.4").await;
