@@ -230,12 +230,12 @@ async fn typing_reaches_the_others_at_most_every_two_seconds() {
     assert_eq!(typing["from"], json!({"id": "u-ana", "name": "Ana"}));
     assert_eq!(typing["room"], "general");
     ana.say("sent").await;
-    let next = bo.next_event_of("echo").await;
+    let next = next_but_presence(&mut bo).await;
     assert_eq!(
         next["message"], "sent",
         "the repeats within 2 s were dropped: {next}"
     );
-    let own = ana.next_event().await;
+    let own = next_but_presence(&mut ana).await;
     assert_eq!(own["type"], "echo", "no typing of its own: {own}");
     let (status, page) = app.get_json("/rooms/general/history").await;
     assert_eq!(status, 200);
