@@ -50,7 +50,7 @@ use serde_json::value::RawValue;
 
 use crate::auth::UserId;
 use crate::config::HistorySettings;
-use crate::fanout::{Fanout, Held};
+use crate::fanout::{Fanout, Held, SessionAddr};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
 use crate::presence::Roster;
 use crate::protocol::{
@@ -379,11 +379,12 @@ const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
 struct Member {
     name: DisplayName,
     user: Option<UserId>,
-    session: Recipient<Deliver>,
+    session: SessionAddr,
     /// The rooms it is in or joining; at most MAX_ROOMS_PER_CONNECTION, so a list.
     rooms: Vec<RoomName>,
-    /// Set until its `welcome` is sent: its starting rooms' histories.
-    arriving: Option<Arriving>,
+    /// Set until its `welcome` is sent: its starting rooms' histories (boxed:
+    /// every member but the newest has none, and members are many).
+    arriving: Option<Box<Arriving>>,
 }
 
 /// A connecting session's starting rooms, as their histories come in.
@@ -585,7 +586,7 @@ impl ChatHub {
     fn begin_join(
         &mut self,
         id: SessionId,
-        session: &Recipient<Deliver>,
+        session: &SessionAddr,
         room: &RoomName,
         since: Option<Since>,
     ) -> Result<Replay, u64> {
@@ -897,6 +898,7 @@ impl Handler<Connect> for ChatHub {
             session,
             rooms,
         } = msg;
+        let session = SessionAddr::new(session);
         let finished = self.draining.as_ref().is_some_and(DrainState::finished);
         log::debug!(
             "connected client_id={} name={:?} rooms={}",
@@ -944,7 +946,7 @@ impl Handler<Connect> for ChatHub {
         if arriving.requests.is_empty() {
             let _nothing_said_yet = self.welcome(id, arriving);
         } else {
-            self.members.get_mut(&id).expect("inserted above").arriving = Some(arriving);
+            self.members.get_mut(&id).expect("inserted above").arriving = Some(Box::new(arriving));
         }
     }
 }
@@ -973,7 +975,7 @@ impl Handler<HistoryRead> for ChatHub {
             arriving.replays.insert(room, replay);
             if arriving.replays.len() >= arriving.requests.len() {
                 let arriving = member.arriving.take().expect("checked above");
-                for message in self.welcome(id, arriving) {
+                for message in self.welcome(id, *arriving) {
                     self.act_on(message, ctx);
                 }
             }
