@@ -63,7 +63,8 @@ fn run_tool(args: &[&str], limit: Duration) -> Vec<Value> {
 }
 
 /// Runs a small `chatd-bench deploy` (2 chatd, 20 clients, 20 msgs/s) with
-/// `extra` and returns its result; `None` when there is no redis-server.
+/// `extra` (which wins over those) and returns its result; `None` when
+/// there is no redis-server.
 fn deploy(test: &str, extra: &[&str]) -> Option<Value> {
     if !installed_or_skip(test) {
         return None;
@@ -180,6 +181,8 @@ fn a_rolling_sigterm_restart_loses_nothing_and_every_client_resumes() {
     assert!(moved >= 20, "{result}");
     assert_eq!(result["joins"]["recovered"], moved, "{result}");
     assert_eq!(result["joins"]["not_recovered"], 0, "{result}");
+    assert_eq!(result["history_gaps"], 0, "{result}");
+    assert_eq!(result["short_recoveries"], 0, "{result}");
     assert_eq!(result["connected_at_end"], 20, "{result}");
 }
 
@@ -200,5 +203,31 @@ fn a_rolling_sigkill_restart_loses_nothing_that_was_said() {
         "{result}"
     );
     assert_eq!(result["joins"]["not_recovered"], 0, "{result}");
+    assert_eq!(result["history_gaps"], 0, "{result}");
+    assert_eq!(result["short_recoveries"], 0, "{result}");
     assert_eq!(result["connected_at_end"], 20, "{result}");
+}
+
+#[test]
+fn a_deploy_with_too_short_a_history_reports_what_the_clients_missed() {
+    // Two events of history: a client away for its 0.25 s or more of backoff
+    // at 40 msgs/s misses more than that, so its recovery fails.
+    let args = ["--kill", "--rate", "40", "--history-size", "2"];
+    let Some(result) = deploy(
+        "a_deploy_with_too_short_a_history_reports_what_the_clients_missed",
+        &args,
+    ) else {
+        return;
+    };
+
+    assert!(
+        result["joins"]["not_recovered"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert!(result["lost"].as_u64().unwrap() > 0, "{result}");
+    assert!(
+        result["clients_with_loss"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert_eq!(result["duplicates"], 0, "{result}");
 }

@@ -273,6 +273,9 @@ impl Roamer {
         for event in &joined.history {
             self.event(&mut shared, event, now, true);
         }
+        if joined.recovered == Some(true) && !self.resume.has_all_through(joined.offset) {
+            shared.tally.short_recoveries += 1;
+        }
         Ok(())
     }
 
@@ -282,8 +285,10 @@ impl Roamer {
             return;
         }
         if let Some(offset) = event.offset {
-            if self.resume.saw(offset) == Fit::Early {
-                shared.tally.early += 1;
+            match (self.resume.saw(offset), history) {
+                (Fit::Early, false) => shared.tally.early += 1,
+                (Fit::Early, true) => shared.tally.history_gaps += 1,
+                _ => {}
             }
         }
         if event.kind != "echo" {

@@ -54,6 +54,11 @@ pub struct Tally {
     pub foreign: u64,
     /// Live events that came ahead of an earlier offset.
     pub early: u64,
+    /// History events that came ahead of an earlier offset, and
+    /// `recovered: true` histories that did not reach their `joined`
+    /// offset: both break the recovery contract.
+    pub history_gaps: u64,
+    pub short_recoveries: u64,
     /// Connections that ended with events below the highest offset seen
     /// still missing, and those events: what clients resuming from their
     /// highest offset would have lost.

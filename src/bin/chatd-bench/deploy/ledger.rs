@@ -237,6 +237,12 @@ impl Resume {
         Fit::InOrder
     }
 
+    /// Whether every event up to `offset` arrived: after a recovery's
+    /// history, up to the `joined` offset it was read at.
+    pub fn has_all_through(&self, offset: u64) -> bool {
+        self.through >= offset
+    }
+
     /// Events below the highest offset seen that have not arrived: what a
     /// client resuming from its highest offset, rather than from
     /// [`Resume::since`], would never get.
@@ -373,9 +379,11 @@ mod tests {
         // Recovered: the history's offsets follow on.
         resume.joined("e1", 5, Some(true));
         assert_eq!(resume.since("r").as_deref(), Some("r:3:e1"));
+        assert!(!resume.has_all_through(5));
         for offset in [4, 5] {
             assert_eq!(resume.saw(offset), Fit::InOrder);
         }
+        assert!(resume.has_all_through(5));
         assert_eq!(resume.since("r").as_deref(), Some("r:5:e1"));
 
         let cases = [

@@ -126,10 +126,13 @@ pub fn run(chatd: &Path, cpu: Option<&str>, plan: &Plan) -> Result<DeployReport,
     let (_redis, port) = suite::start_redis(cpu)?;
     let url = format!("redis://127.0.0.1:{port}");
     let history_size = plan.history_size.to_string();
+    // chatd's default, unless the history is smaller (a test of the tool).
+    let on_join = plan.history_size.min(50).to_string();
     let timeout = SHUTDOWN_TIMEOUT_S.to_string();
     let env = [
         ("REDIS_URL", url.as_str()),
         ("HISTORY_SIZE", history_size.as_str()),
+        ("HISTORY_ON_JOIN", on_join.as_str()),
         ("SHUTDOWN_TIMEOUT", timeout.as_str()),
     ];
     let mut servers = (0..plan.processes)
@@ -274,8 +277,16 @@ impl DeployReport {
             t.reconnects_after_notice, t.notices, t.reconnects_after_drop, t.ends, t.failures
         );
         out += &format!(
-            "  joins: {} fresh, {} recovered:true, {} recovered:false, {} without an epoch; {} errors; {} unknown events\n",
-            t.fresh, t.recovered, t.not_recovered, t.without_epoch, t.errors, t.foreign
+            "  joins: {} fresh, {} recovered:true ({} with a gap in the history, {} ending short of their offset), \
+             {} recovered:false, {} without an epoch; {} errors; {} unknown events\n",
+            t.fresh,
+            t.recovered,
+            t.history_gaps,
+            t.short_recoveries,
+            t.not_recovered,
+            t.without_epoch,
+            t.errors,
+            t.foreign
         );
         out += &format!(
             "  order: {} live copies came ahead of an earlier offset; {} connections ended with {} events below \
@@ -339,6 +350,8 @@ impl DeployReport {
             "failures": t.failures,
             "joins": {"fresh": t.fresh, "recovered": t.recovered, "not_recovered": t.not_recovered, "without_epoch": t.without_epoch},
             "early": t.early,
+            "history_gaps": t.history_gaps,
+            "short_recoveries": t.short_recoveries,
             "leaves_with_gap": t.leaves_with_gap,
             "gap_events": t.gap_events,
             "errors": t.errors,
