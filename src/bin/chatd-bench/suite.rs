@@ -58,6 +58,12 @@ fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
 /// A child process stopped (SIGKILL) when dropped.
 pub(crate) struct Process(Child);
 
+impl Process {
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -159,6 +159,8 @@ pub struct Measured {
     /// Clients connected when the run ended.
     pub connected_at_end: usize,
     pub tool_cpu_s: f64,
+    /// From the first connect to the end, what `tool_cpu_s` was spent in.
+    pub run: Duration,
 }
 
 /// Runs the clients: connects them to `servers` in turn, starts chatting
@@ -258,6 +260,7 @@ pub async fn run(
         drained,
         connected_at_end,
         tool_cpu_s: crate::procfs::cpu_seconds(std::process::id()).unwrap_or(0.0) - tool_before,
+        run: now.elapsed(),
     })
 }
 

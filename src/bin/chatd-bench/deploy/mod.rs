@@ -111,6 +111,9 @@ pub struct Restart {
 #[derive(Debug, Clone)]
 pub struct DeployReport {
     pub plan: Plan,
+    /// Cores the chatd processes and redis-server used together during the
+    /// warm-up: near 1 with `--server-cpu` means they were the limit.
+    pub warmup_cpu: f64,
     pub restarts: Vec<Restart>,
     /// What stopped the restart, if anything did.
     pub restart_error: Option<String>,
@@ -123,7 +126,7 @@ pub struct DeployReport {
 /// # Errors
 /// redis-server or a chatd did not start, or not every client connected.
 pub fn run(chatd: &Path, cpu: Option<&str>, plan: &Plan) -> Result<DeployReport, String> {
-    let (_redis, port) = suite::start_redis(cpu)?;
+    let (redis, port) = suite::start_redis(cpu)?;
     let url = format!("redis://127.0.0.1:{port}");
     let history_size = plan.history_size.to_string();
     // chatd's default, unless the history is smaller (a test of the tool).
@@ -157,7 +160,11 @@ pub fn run(chatd: &Path, cpu: Option<&str>, plan: &Plan) -> Result<DeployReport,
             .unwrap_or_else(|| "the clients did not start".into()));
     }
     let chatting = Instant::now();
+    let mut pids: Vec<u32> = servers.iter().filter_map(|s| s.target().pid).collect();
+    pids.push(redis.id());
+    let cpu_before = cpu_seconds(&pids);
     std::thread::sleep(plan.warmup);
+    let warmup_cpu = (cpu_seconds(&pids) - cpu_before) / plan.warmup.as_secs_f64().max(1e-9);
 
     period.store(Period::During as u8, Ordering::Relaxed);
     let mut restarts = Vec::new();
@@ -184,6 +191,7 @@ pub fn run(chatd: &Path, cpu: Option<&str>, plan: &Plan) -> Result<DeployReport,
     let measured = joined(clients)?;
     Ok(DeployReport {
         plan: plan.clone(),
+        warmup_cpu,
         restarts,
         restart_error,
         measured,
@@ -215,6 +223,13 @@ fn restart(
     let exited = signalled.elapsed();
     *server = Server::start_at(chatd, cpu, env, server.addr)?;
     Ok((signalled, exited, signalled.elapsed() - exited, status))
+}
+
+/// The CPU time of `pids` together, in seconds.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|&pid| crate::procfs::cpu_seconds(pid).ok())
+        .sum()
 }
 
 fn seconds(duration: Duration) -> String {
@@ -304,11 +319,14 @@ impl DeployReport {
             p50_p99(&t.history)
         );
         out += &format!(
-            "  last copy {} after sending stopped; {} of {} clients connected at the end; tool CPU {:.1} s",
+            "  last copy {} after sending stopped; {} of {} clients connected at the end; \
+             chatd and redis-server used {:.2} cores in the warm-up; tool CPU {:.1} s ({:.0} % of the run)",
             seconds(m.drained),
             m.connected_at_end,
             plan.clients,
-            m.tool_cpu_s
+            self.warmup_cpu,
+            m.tool_cpu_s,
+            100.0 * m.tool_cpu_s / m.run.as_secs_f64().max(1e-9)
         );
         out
     }
@@ -360,6 +378,8 @@ impl DeployReport {
             "drained_s": m.drained.as_secs_f64(),
             "connected_at_end": m.connected_at_end,
             "tool_cpu_s": m.tool_cpu_s,
+            "run_s": m.run.as_secs_f64(),
+            "warmup_server_cores": self.warmup_cpu,
         })
     }
 }
