@@ -220,7 +220,8 @@ pub async fn run(
     let _ = ready.send(());
     // The restart is bounded by the thread doing it; this only guards
     // against that thread dying.
-    wait_for(Duration::from_secs(300), || {
+    let restarts = (super::RESTART_LIMIT + plan.pause) * plan.processes as u32;
+    wait_for(plan.warmup + restarts, || {
         period.load(Ordering::Relaxed) == Period::After as u8
     })
     .await;

@@ -94,6 +94,14 @@ pub enum Period {
 /// `retry_after_ms` (10 s), so clients leave on their own first.
 const SHUTDOWN_TIMEOUT_S: u64 = 15;
 
+/// The longest wait for a signalled chatd to exit: the drain's own bound,
+/// then chatd's 2 s close grace and 1.5 s exit grace, and some.
+const EXIT_LIMIT: Duration = Duration::from_secs(SHUTDOWN_TIMEOUT_S + 5);
+
+/// The longest one restart can take: the exit, a SIGKILL after it, and a
+/// start-up (`Server::start_at` waits up to 10 s).
+pub const RESTART_LIMIT: Duration = Duration::from_secs(SHUTDOWN_TIMEOUT_S + 5 + 5 + 10);
+
 /// One process's restart.
 #[derive(Debug, Clone)]
 pub struct Restart {
@@ -210,8 +218,7 @@ fn restart(
 ) -> Result<(Instant, Duration, Duration, String), String> {
     let signalled = Instant::now();
     server.signal(if kill { libc::SIGKILL } else { libc::SIGTERM })?;
-    // The drain's own bound, the close grace and the exit grace, and some.
-    let limit = Duration::from_secs(SHUTDOWN_TIMEOUT_S + 10);
+    let limit = EXIT_LIMIT;
     let status = match server.wait_exit(limit) {
         Some(status) => status.to_string(),
         None => {
