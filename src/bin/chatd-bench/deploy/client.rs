@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::clients::{Shared, Stage};
-use super::ledger::{backoff, Fit, Resume};
+use super::ledger::{backoff, Bits, Copy, Fit, Resume};
 use crate::conn::{self, Opened};
 use crate::stats::Tag;
 use crate::wire;
@@ -89,6 +89,13 @@ pub struct Roamer {
     server: usize,
     /// Its next send slot.
     slot: u64,
+    /// The offset of this connection's `joined`, and the offsets it has
+    /// had live: what a live repeat is checked against.
+    joined_at: u64,
+    live_here: Bits,
+    history_here: Bits,
+    /// The `since` this connection asked for.
+    since_asked: Option<String>,
     shared: Rc<RefCell<Shared>>,
     stage: watch::Receiver<Stage>,
 }
@@ -106,6 +113,10 @@ impl Roamer {
             rng: fastrand::Rng::with_seed(index as u64),
             server,
             slot: 0,
+            joined_at: 0,
+            live_here: Bits::default(),
+            history_here: Bits::default(),
+            since_asked: None,
             shared,
             stage,
         }
@@ -127,6 +138,7 @@ impl Roamer {
                 return;
             }
             let addr = self.shared.borrow().servers[self.server];
+            self.since_asked = self.resume.since(ROOM);
             let opened = tokio::time::timeout(
                 OPEN_TIMEOUT,
                 conn::open(addr, &self.path(), conn::source_address(self.index)),
@@ -264,6 +276,9 @@ impl Roamer {
             .ok_or("the welcome has no joined for general")?;
         self.resume
             .joined(joined.epoch, joined.offset, joined.recovered);
+        self.joined_at = joined.offset;
+        self.live_here = Bits::default();
+        self.history_here = Bits::default();
         let now = Instant::now();
         let shared = self.shared.clone();
         let mut shared = shared.borrow_mut();
@@ -277,6 +292,19 @@ impl Roamer {
             shared.tally.short_recoveries += 1;
         }
         Ok(())
+    }
+
+    /// Why a live copy repeated an `id` this client had: the event stored
+    /// twice (another offset), or one the join's history already held, or
+    /// sent twice on this connection, or one an earlier connection got.
+    fn repeat(&self, moved: bool, offset: Option<u64>) -> &'static str {
+        match offset {
+            _ if moved => "stored twice",
+            Some(offset) if self.history_here.contains(offset as u32) => "in the join's history",
+            Some(offset) if offset <= self.joined_at => "at or below the joined offset",
+            Some(offset) if self.live_here.contains(offset as u32) => "twice on one connection",
+            _ => "got on an earlier connection",
+        }
     }
 
     /// Counts one event, live or from a history.
@@ -298,7 +326,23 @@ impl Roamer {
             shared.tally.foreign += 1;
             return;
         };
-        let copy = shared.ledger.arrive(self.index, tag.seq, id);
+        let copy = shared.ledger.arrive(self.index, tag.seq, id, event.offset);
+        if let (Copy::SameId { moved }, false) = (copy, history) {
+            let why = self.repeat(moved, event.offset);
+            *shared.tally.repeats.entry(why).or_default() += 1;
+            if shared.tally.repeat_examples.len() < 3 {
+                let example = format!(
+                    "client {} got {id} (offset {:?}) live again, {why}; since {:?}, joined at offset {}",
+                    self.index, event.offset, self.since_asked, self.joined_at
+                );
+                shared.tally.repeat_examples.push(example);
+            }
+        }
+        match (event.offset, history) {
+            (Some(offset), false) => self.live_here.insert(offset as u32),
+            (Some(offset), true) => self.history_here.insert(offset as u32),
+            (None, _) => false,
+        };
         shared.count(copy, now, history);
     }
 

@@ -48,7 +48,13 @@ pub struct Tally {
     pub recovered: u64,
     pub not_recovered: u64,
     pub without_epoch: u64,
+    /// Copies whose `id` the client had, in a history or live.
     pub raw_duplicates: u64,
+    pub raw_duplicates_live: u64,
+    /// Live repeats by why (`Roamer::repeat`).
+    pub repeats: BTreeMap<&'static str, u64>,
+    /// The first few live repeats, described.
+    pub repeat_examples: Vec<String>,
     pub duplicates: u64,
     /// Events that are neither ours nor understood.
     pub foreign: u64,
@@ -135,7 +141,10 @@ impl Shared {
                 }
                 self.last_first = now;
             }
-            Copy::SameId => self.tally.raw_duplicates += 1,
+            Copy::SameId { .. } => {
+                self.tally.raw_duplicates += 1;
+                self.tally.raw_duplicates_live += u64::from(!history);
+            }
             Copy::OtherId => self.tally.duplicates += 1,
             Copy::Foreign => self.tally.foreign += 1,
         }

@@ -21,6 +21,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+const NO_OFFSET: u64 = u64::MAX;
+
 /// A growable set of small numbers.
 #[derive(Debug, Clone, Default)]
 pub struct Bits(Vec<u64>);
@@ -62,8 +64,10 @@ pub enum Copy {
     /// The first copy of a message this tool wrote: written `sent_us` after
     /// the tool's epoch.
     First { sent_us: u64 },
-    /// Its `id` was seen before: dropped, as a client would.
-    SameId,
+    /// Its `id` was seen before: dropped, as a client would. `moved` when
+    /// it came at another offset than the first copy of that `id` anyone
+    /// saw: the event was stored twice.
+    SameId { moved: bool },
     /// A message already seen under another `id`.
     OtherId,
     /// Not a message this run wrote.
@@ -79,8 +83,10 @@ struct Written {
 pub struct Ledger {
     written: Vec<Written>,
     said: Bits,
-    /// Every `id` seen, numbered as first seen.
+    /// Every `id` seen, numbered as first seen, and the offset it first
+    /// came with (`NO_OFFSET` when it had none).
     ids: HashMap<Box<str>, u32>,
+    id_offsets: Vec<u64>,
     /// Per client: the messages and the `id`s it saw.
     seen: Vec<Bits>,
     seen_ids: Vec<Bits>,
@@ -104,6 +110,7 @@ impl Ledger {
             written: Vec::new(),
             said: Bits::default(),
             ids: HashMap::new(),
+            id_offsets: Vec::new(),
             seen: vec![Bits::default(); clients],
             seen_ids: vec![Bits::default(); clients],
         }
@@ -119,8 +126,9 @@ impl Ledger {
         n
     }
 
-    /// Client `client` got a copy of message `n` (from its tag) with `id`.
-    pub fn arrive(&mut self, client: usize, n: u64, id: &str) -> Copy {
+    /// Client `client` got a copy of message `n` (from its tag) with `id`,
+    /// at `offset` if it had one.
+    pub fn arrive(&mut self, client: usize, n: u64, id: &str, offset: Option<u64>) -> Copy {
         let Some(written) = u32::try_from(n)
             .ok()
             .and_then(|n| self.written.get(n as usize))
@@ -130,8 +138,14 @@ impl Ledger {
         let (n, sent_us, sender) = (n as u32, written.sent_us, written.sender as usize);
         let next = self.ids.len() as u32;
         let id = *self.ids.entry(id.into()).or_insert(next);
+        let offset = offset.unwrap_or(NO_OFFSET);
+        if id == next {
+            self.id_offsets.push(offset);
+        }
         if self.seen_ids[client].insert(id) {
-            return Copy::SameId;
+            let first = self.id_offsets[id as usize];
+            let moved = first != offset && first != NO_OFFSET && offset != NO_OFFSET;
+            return Copy::SameId { moved };
         }
         if self.seen[client].insert(n) {
             return Copy::OtherId;
@@ -282,9 +296,15 @@ mod tests {
         assert_eq!(ledger.write(0, 10), 0);
         assert_eq!(ledger.write(1, 20), 1);
 
-        assert_eq!(ledger.arrive(1, 0, "a-m1"), Copy::First { sent_us: 10 });
+        assert_eq!(
+            ledger.arrive(1, 0, "a-m1", None),
+            Copy::First { sent_us: 10 }
+        );
         assert_eq!(ledger.loss(), Loss::default(), "nothing is said yet");
-        assert_eq!(ledger.arrive(0, 0, "a-m1"), Copy::First { sent_us: 10 });
+        assert_eq!(
+            ledger.arrive(0, 0, "a-m1", None),
+            Copy::First { sent_us: 10 }
+        );
 
         // Message 0 is said (its sender saw it); client 2 misses it.
         assert_eq!(ledger.said(), 1);
@@ -295,10 +315,16 @@ mod tests {
         );
         // Message 1 never came back to client 1: unconfirmed, reached by none.
         assert_eq!(ledger.unconfirmed(), (1, 0));
-        assert_eq!(ledger.arrive(2, 1, "b-m1"), Copy::First { sent_us: 20 });
+        assert_eq!(
+            ledger.arrive(2, 1, "b-m1", None),
+            Copy::First { sent_us: 20 }
+        );
         assert_eq!(ledger.unconfirmed(), (1, 1), "client 2 saw it");
 
-        assert_eq!(ledger.arrive(2, 0, "a-m1"), Copy::First { sent_us: 10 });
+        assert_eq!(
+            ledger.arrive(2, 0, "a-m1", None),
+            Copy::First { sent_us: 10 }
+        );
         assert_eq!(ledger.loss(), Loss::default());
     }
 
@@ -306,22 +332,34 @@ mod tests {
     fn repeats_are_told_apart_by_id_then_by_message() {
         let mut ledger = Ledger::new(2);
         ledger.write(0, 0);
+        let same = Copy::SameId { moved: false };
+        let first = Copy::First { sent_us: 0 };
         let cases = [
-            ("first copy", 1, 0, "a-m1", Copy::First { sent_us: 0 }),
-            ("the same id again", 1, 0, "a-m1", Copy::SameId),
-            ("the same message, another id", 1, 0, "b-m7", Copy::OtherId),
-            ("that other id again", 1, 0, "b-m7", Copy::SameId),
+            ("first copy", 1, 0, "a-m1", 3, first),
+            ("the same id again", 1, 0, "a-m1", 3, same),
             (
-                "another client's first copy",
+                "at another offset",
+                1,
                 0,
+                "a-m1",
+                4,
+                Copy::SameId { moved: true },
+            ),
+            (
+                "the same message, another id",
+                1,
                 0,
                 "b-m7",
-                Copy::First { sent_us: 0 },
+                9,
+                Copy::OtherId,
             ),
-            ("a number never written", 0, 5, "c-m1", Copy::Foreign),
+            ("that other id again", 1, 0, "b-m7", 9, same),
+            ("another client's first copy", 0, 0, "b-m7", 9, first),
+            ("a number never written", 0, 5, "c-m1", 1, Copy::Foreign),
         ];
-        for (what, client, n, id, expected) in cases {
-            assert_eq!(ledger.arrive(client, n, id), expected, "{what}");
+        for (what, client, n, id, offset, expected) in cases {
+            let copy = ledger.arrive(client, n, id, Some(offset));
+            assert_eq!(copy, expected, "{what}");
         }
         assert_eq!(ledger.said(), 1);
     }

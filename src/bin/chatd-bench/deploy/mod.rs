@@ -291,9 +291,19 @@ impl DeployReport {
         );
         out += &format!(
             "  lost: {} copies of said messages never seen ({} clients, at most {} by one; {} distinct messages); \
-             duplicated after dropping repeats by id: {}; raw repeats (same id twice): {}\n",
-            m.loss.copies, m.loss.clients, m.loss.most, m.loss.messages, t.duplicates, t.raw_duplicates
+             duplicated after dropping repeats by id: {}; raw repeats (same id twice): {} ({} of them live: {:?})\n",
+            m.loss.copies,
+            m.loss.clients,
+            m.loss.most,
+            m.loss.messages,
+            t.duplicates,
+            t.raw_duplicates,
+            t.raw_duplicates_live,
+            t.repeats
         );
+        for example in &t.repeat_examples {
+            out += &format!("    e.g. {example}\n");
+        }
         out += &format!(
             "  reconnects: {} after shutdown_notice ({} notices), {} after a dropped connection {:?}; failed attempts {:?}\n",
             t.reconnects_after_notice, t.notices, t.reconnects_after_drop, t.ends, t.failures
@@ -341,7 +351,7 @@ impl DeployReport {
     pub fn json(&self) -> Value {
         let (plan, m, t) = (&self.plan, &self.measured, &self.measured.tally);
         let latency = |h: &Histogram| json!({"count": h.count(), "p50_us": h.percentile(50.0), "p99_us": h.percentile(99.0), "max_us": h.max()});
-        json!({
+        let mut run = json!({
             "mode": "deploy",
             "signal": plan.signal_name(),
             "clients": plan.clients,
@@ -362,12 +372,18 @@ impl DeployReport {
             "unconfirmed": m.unconfirmed,
             "unconfirmed_reached": m.unconfirmed_reached,
             "skipped": t.skipped,
+        });
+        // Two objects: one json! of every field is past its recursion limit.
+        let counts = json!({
             "lost": m.loss.copies,
             "clients_with_loss": m.loss.clients,
             "most_lost_by_one": m.loss.most,
             "messages_lost": m.loss.messages,
             "duplicates": t.duplicates,
             "raw_duplicates": t.raw_duplicates,
+            "raw_duplicates_live": t.raw_duplicates_live,
+            "live_repeats": t.repeats,
+            "live_repeat_examples": t.repeat_examples,
             "notices": t.notices,
             "reconnects_after_notice": t.reconnects_after_notice,
             "reconnects_after_drop": t.reconnects_after_drop,
@@ -387,6 +403,10 @@ impl DeployReport {
             "tool_cpu_s": m.tool_cpu_s,
             "run_s": m.run.as_secs_f64(),
             "warmup_server_cores": self.warmup_cpu,
-        })
+        });
+        if let (Value::Object(run), Value::Object(counts)) = (&mut run, counts) {
+            run.extend(counts);
+        }
+        run
     }
 }
