@@ -633,12 +633,13 @@ fn deploy_row(chatd: &Path, cpu: Option<&str>, kill: bool) -> Row {
         println!("{}", report.lines());
         let (m, t) = (&report.measured, &report.measured.tally);
         format!(
-            "**{}** lost, **{}** duplicated of {} said ({} raw repeats by id, {} unconfirmed); \
+            "**{}** lost, **{}** duplicated of {} said ({} raw repeats by id, {} of them live; {} unconfirmed); \
              {} reconnects, {} recovered:true, {} recovered:false; p50/p99 during the restart {}{}",
             m.loss.copies,
             t.duplicates,
             report::thousands(m.said),
             t.raw_duplicates,
+            t.raw_duplicates_live,
             m.unconfirmed,
             t.reconnects_after_notice + t.reconnects_after_drop,
             t.recovered,

@@ -185,7 +185,7 @@ impl Roamer {
 
     /// `/ws` with its name and, once it has an epoch, `since`.
     fn path(&self) -> String {
-        match self.resume.since(ROOM) {
+        match &self.since_asked {
             Some(since) => format!("/ws?name=c{}&since={since}", self.index),
             None => format!("/ws?name=c{}&room={ROOM}", self.index),
         }
