@@ -133,6 +133,19 @@ pub fn with_offset(event: &str, offset: u64) -> Frame {
     }
 }
 
+/// The event as local members get it while it cannot be stored: without
+/// the placeholder, so without an offset.
+pub fn unnumbered(event: &str) -> Frame {
+    match event.find(OFFSET_PLACEHOLDER) {
+        Some(at) => Frame::from(format!(
+            "{}{}",
+            &event[..at],
+            &event[at + OFFSET_PLACEHOLDER.len()..]
+        )),
+        None => Frame::from(event),
+    }
+}
+
 /// What a read asks for.
 #[derive(Debug, Clone)]
 pub enum ReadKind {
@@ -359,6 +372,10 @@ mod tests {
         assert_eq!(
             &*stored,
             r#"{"type":"echo","room":"ops","offset":42,"message":"\"offset\":0,"}"#
+        );
+        assert_eq!(
+            &*unnumbered(event),
+            r#"{"type":"echo","room":"ops","message":"\"offset\":0,"}"#
         );
         let bare = with_offset(r#"{"type":"x"}"#, 7);
         assert_eq!(&*bare, r#"{"offset":7,"type":"x"}"#);
