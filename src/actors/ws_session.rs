@@ -34,6 +34,19 @@ use crate::state::ConnectionPermit;
 use crate::transport::Outbound;
 use crate::wire;
 
+/// A session's own output from before its welcome.
+#[derive(Default)]
+struct Early {
+    /// Refusals and warnings, in order.
+    events: Vec<Bytes>,
+    /// The close frame, when the session ended before its welcome came.
+    close: Option<Bytes>,
+}
+
+/// How long a session that must close waits for its welcome, so the client
+/// still hears, in order, why it is closed.
+const WELCOME_WAIT: Duration = Duration::from_secs(2);
+
 /// A session's token, checked.
 struct Token {
     identity: Identity,
@@ -73,10 +86,10 @@ pub struct WsSession {
     /// Refusals tolerated before a flood counts as abuse and is closed.
     patience: TokenBucket,
     outbound: Rc<Outbound>,
-    /// The session's own events (refusals) from before its welcome: the
+    /// Until its welcome arrives, what the session itself had to say: the
     /// welcome is always a client's first event, and with Redis it waits
     /// for the rooms' histories.
-    early: Option<Vec<Bytes>>,
+    early: Option<Box<Early>>,
     fragments: Option<Fragments>,
     closing: bool,
     _permit: ConnectionPermit,
@@ -118,7 +131,7 @@ impl WsSession {
             limits,
             last_seen: Instant::now(),
             outbound,
-            early: Some(Vec::new()),
+            early: Some(Box::default()),
             fragments: None,
             closing: false,
             _permit: permit,
@@ -141,7 +154,7 @@ impl WsSession {
     /// welcome has gone out.
     fn send_own(&mut self, event: Bytes) {
         match self.early.as_mut() {
-            Some(early) => early.push(event),
+            Some(early) => early.events.push(event),
             None => self.outbound.push(event),
         }
     }
@@ -151,8 +164,21 @@ impl WsSession {
             return;
         }
         self.closing = true;
-        self.outbound.push(wire::close_with(code, reason));
-        ctx.stop();
+        let frame = wire::close_with(code, reason);
+        let Some(early) = self.early.as_mut() else {
+            self.outbound.push(frame);
+            ctx.stop();
+            return;
+        };
+        // Not welcomed yet: the close follows the welcome and the warnings
+        // before it, or goes out alone if the welcome is long in coming.
+        early.close = Some(frame);
+        ctx.run_later(WELCOME_WAIT, |act, ctx| {
+            if let Some(close) = act.early.take().and_then(|early| early.close) {
+                act.outbound.push(close);
+                ctx.stop();
+            }
+        });
     }
 
     /// Takes a rate-limit token for one data message. Past the rate the
@@ -411,6 +437,19 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        if let (Deliver::Frames(welcome), Some(early)) = (&msg, self.early.take()) {
+            // The hub's first delivery is the welcome; then what the session
+            // said meanwhile, and its close if it had to end.
+            self.outbound.push(welcome.clone());
+            for event in early.events {
+                self.outbound.push(event);
+            }
+            if let Some(close) = early.close {
+                self.outbound.push(close);
+                ctx.stop();
+            }
+            return;
+        }
         if self.closing {
             return;
         }
@@ -418,10 +457,6 @@ impl Handler<Deliver> for WsSession {
             Deliver::Frames(frames) => {
                 if !self.close_if_backlogged(ctx) {
                     self.outbound.push(frames);
-                    // The hub's first delivery is the welcome.
-                    for event in self.early.take().into_iter().flatten() {
-                        self.outbound.push(event);
-                    }
                 }
             }
             Deliver::FrameLists(lists) => {

@@ -185,6 +185,8 @@ pub struct RedisBridge {
     /// This process's stored events that Redis numbered, by sequence, until
     /// they come back on their room's channel for local members.
     awaiting: HashMap<u64, (RoomName, u64, Frame)>,
+    /// Whether Redis was ever reached: before that, history reads wait for it.
+    ever_connected: bool,
     outbox: Outbox,
     status: Arc<BridgeStatus>,
     link: Option<Link>,
@@ -225,6 +227,7 @@ impl RedisBridge {
             scripts: Arc::new(Scripts::default()),
             waiting_reads: Vec::new(),
             awaiting: HashMap::new(),
+            ever_connected: false,
             server,
             outbox: Outbox::new(settings.outbox_capacity),
             status,
@@ -349,7 +352,9 @@ impl RedisBridge {
             settling,
         });
         self.status.set_state(LinkState::Connected);
+        self.ever_connected = true;
         self.follow_rooms(ctx);
+        self.serve_waiting_reads(ctx);
         self.count_presence(ctx);
         self.settle(ctx);
     }
@@ -618,7 +623,28 @@ impl RedisBridge {
     /// followed; answers at once (without history) while Redis is away.
     fn read_history(&mut self, read: ReadHistory, ctx: &mut Context<Self>) {
         let Some(link) = &self.link else {
-            return self.answer_read(read, None);
+            if self.ever_connected {
+                return self.answer_read(read, None);
+            }
+            // A process just started: Redis is most likely a moment away,
+            // and a resuming client would rather wait for it than lose its
+            // place. Answered when the link comes, or without history after
+            // READ_TIMEOUT.
+            let (session, request) = (read.session, read.request);
+            self.waiting_reads.push(read);
+            ctx.run_later(READ_TIMEOUT, move |act, _| {
+                if act.link.is_none() {
+                    let waiting = std::mem::take(&mut act.waiting_reads);
+                    let (late, rest): (Vec<_>, Vec<_>) = waiting
+                        .into_iter()
+                        .partition(|r| r.session == session && r.request == request);
+                    act.waiting_reads = rest;
+                    for read in late {
+                        act.answer_read(read, None);
+                    }
+                }
+            });
+            return;
         };
         if !link.follows(&read.room) {
             self.waiting_reads.push(read);
