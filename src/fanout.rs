@@ -248,6 +248,32 @@ impl Fanout {
         self.rooms.iter().map(|(name, room)| (name, room.size()))
     }
 
+    /// The member sessions of `room` here (joiners not yet).
+    pub fn members_of(&self, room: &RoomName) -> impl Iterator<Item = SessionId> + '_ {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flat_map(|r| r.members.keys().copied())
+    }
+
+    /// Queues `frame` for `room`'s members only: an event outside the
+    /// conversation (presence, typing from elsewhere), with no offset and no
+    /// say in what joiners are owed.
+    pub fn push_aside(&mut self, room: &RoomName, frame: &Frame) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if entry.members.is_empty() {
+            return false;
+        }
+        if entry.batch.is_empty() {
+            self.touched.push(room.clone());
+        }
+        wire::append_text(&mut entry.batch, frame.as_bytes());
+        self.batched += frame.len();
+        self.batched >= MAX_BATCH_BYTES
+    }
+
     /// Sessions that get everyone-events.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

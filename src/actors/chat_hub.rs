@@ -52,6 +52,7 @@ use crate::auth::UserId;
 use crate::config::HistorySettings;
 use crate::fanout::{Fanout, Held};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
+use crate::presence::Roster;
 use crate::protocol::{
     now_ms, DisplayName, Frame, RoomName, Sender, ServerEvent, ServerId, SessionId,
 };
@@ -193,6 +194,8 @@ pub struct PeerCount {
     pub rooms: HashMap<RoomName, usize>,
     /// Their connections per user, for users with any.
     pub users: HashMap<UserId, usize>,
+    /// Their users per room.
+    pub rosters: HashMap<RoomName, Roster>,
 }
 
 /// This process's clients and members per room, for the bridge's presence
@@ -210,6 +213,15 @@ pub struct CensusReport {
     pub rooms: Vec<(RoomName, usize)>,
     /// Local connections per user, for every user with one.
     pub users: Vec<(UserId, usize)>,
+    /// Local users per room.
+    pub rosters: Vec<(RoomName, Roster)>,
+}
+
+/// The users in a room, on every process, for `GET /rooms/{R}/presence`.
+#[derive(Message)]
+#[rtype(result = "Roster")]
+pub struct ReadPresence {
+    pub room: RoomName,
 }
 
 /// Every room with members on any process, and how many, sorted by name.
@@ -354,6 +366,9 @@ struct Flush;
 #[rtype(result = "()")]
 pub struct HubEmpty;
 
+/// How often a room's members are told who came and went.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+
 /// The least time between two `typing` events of one user in one room.
 pub const TYPING_EVERY: Duration = Duration::from_secs(2);
 
@@ -426,6 +441,8 @@ pub struct ChatHub {
     next_request: u64,
     /// When each (sender, room) last had a `typing` forwarded.
     typing: HashMap<(String, RoomName), Instant>,
+    /// Each local room's users as its members were last told.
+    told_presence: HashMap<RoomName, Roster>,
     draining: Option<DrainState>,
     flush_scheduled: bool,
 }
@@ -450,6 +467,7 @@ impl ChatHub {
             next_message: 0,
             next_request: 0,
             typing: HashMap::new(),
+            told_presence: HashMap::new(),
             draining: None,
             flush_scheduled: false,
         }
@@ -740,6 +758,61 @@ impl ChatHub {
         self.store(msg.room, encode, ctx);
     }
 
+    /// `room`'s users on this process.
+    fn local_roster(&self, room: &RoomName) -> Roster {
+        let mut roster = Roster::default();
+        for id in self.fanout.members_of(room) {
+            if let Some(member) = self.members.get(&id) {
+                let key = member
+                    .user
+                    .as_ref()
+                    .map_or_else(|| id.client_id(&self.server), |u| u.to_string());
+                roster.add(&key, member.name.as_str(), 1);
+            }
+        }
+        roster
+    }
+
+    /// `room`'s users on every process.
+    fn roster(&self, room: &RoomName) -> Roster {
+        let mut roster = self.local_roster(room);
+        if let Some(peers) = self.peers.rosters.get(room) {
+            roster.merge(peers);
+        }
+        roster
+    }
+
+    /// Tells each local room's members who came and went since last time.
+    fn tell_presence(&mut self, ctx: &mut Context<Self>) {
+        let rooms: Vec<RoomName> = self.fanout.rooms().map(|(r, _)| r.clone()).collect();
+        self.told_presence.retain(|room, _| rooms.contains(room));
+        for room in rooms {
+            let now = self.roster(&room);
+            let before = self.told_presence.get(&room).cloned().unwrap_or_default();
+            let (joins, leaves) = now.changes(&before);
+            if joins.is_empty() && leaves.is_empty() {
+                continue;
+            }
+            let frame = ServerEvent::Presence {
+                room: room.as_str(),
+                joins: joins.iter().map(|(id, name)| Sender { id, name }).collect(),
+                leaves: leaves
+                    .iter()
+                    .map(|(id, name)| Sender { id, name })
+                    .collect(),
+                ts: now_ms(),
+            }
+            .encode();
+            if self.fanout.push_aside(&room, &frame) {
+                self.fanout.flush();
+            } else if !self.flush_scheduled {
+                self.flush_scheduled = true;
+                ctx.notify(Flush);
+            }
+            self.told_presence.insert(room, now);
+        }
+    }
+
     fn send_shutdown_notice(&self, session: &Recipient<Deliver>, deadline: Instant) {
         let deadline_s = deadline.saturating_duration_since(Instant::now());
         let frame = ServerEvent::ShutdownNotice {
@@ -775,6 +848,7 @@ impl Actor for ChatHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(PRESENCE_EVERY, |act, ctx| act.tell_presence(ctx));
         if let Store::Memory(history) = &self.store {
             ctx.run_interval(history.sweep_interval(), |act, _| {
                 if let Store::Memory(history) = &mut act.store {
@@ -1046,7 +1120,19 @@ impl Handler<Remote> for ChatHub {
     type Result = ();
 
     fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
-        self.broadcast(&msg.audience, msg.offset, &msg.frame, ctx);
+        match (&msg.audience, msg.offset) {
+            // A room event without an offset from another process is not
+            // part of the conversation (typing).
+            (Audience::Room(room), None) => {
+                if self.fanout.push_aside(room, &msg.frame) {
+                    self.fanout.flush();
+                } else if !self.flush_scheduled {
+                    self.flush_scheduled = true;
+                    ctx.notify(Flush);
+                }
+            }
+            _ => self.broadcast(&msg.audience, msg.offset, &msg.frame, ctx),
+        }
     }
 }
 
@@ -1082,6 +1168,12 @@ impl Handler<Census> for ChatHub {
                 .users()
                 .map(|(user, connections)| (user.clone(), connections))
                 .collect(),
+            rosters: self
+                .fanout
+                .rooms()
+                .map(|(room, _)| (room.clone(), self.local_roster(room)))
+                .filter(|(_, roster)| !roster.is_empty())
+                .collect(),
         }
     }
 }
@@ -1099,6 +1191,14 @@ impl Handler<ListRooms> for ChatHub {
             rooms.into_iter().map(|(r, n)| (r.clone(), n)).collect();
         rooms.sort_unstable();
         MessageResult(rooms)
+    }
+}
+
+impl Handler<ReadPresence> for ChatHub {
+    type Result = MessageResult<ReadPresence>;
+
+    fn handle(&mut self, msg: ReadPresence, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.roster(&msg.room))
     }
 }
 

@@ -94,6 +94,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     )
     .route("/rooms", web::get().to(rooms::list))
     .route("/rooms/{room}/history", web::get().to(rooms::history))
+    .route("/rooms/{room}/presence", web::get().to(rooms::presence))
     .route("/status", web::get().to(status::status))
     .route("/healthz", web::get().to(status::healthz))
     .route("/readyz", web::get().to(status::readyz))

@@ -25,6 +25,8 @@ pub fn render(templates: &Path, config: &Config) -> Result<String, tera::Error> 
     context.insert("version", env!("CARGO_PKG_VERSION"));
     context.insert("max_message_bytes", &config.limits.max_message_bytes);
     context.insert("max_name_chars", &config.limits.max_name_chars);
+    // Whether /ws needs a token: the page then takes one instead of a name.
+    context.insert("auth", if config.auth.is_some() { "on" } else { "off" });
     tera.render("index.html", &context)
 }
 

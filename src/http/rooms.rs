@@ -1,5 +1,6 @@
-//! `GET /rooms`: every room with members, on every process; and
-//! `GET /rooms/{R}/history`: part of a room's history.
+//! `GET /rooms`: every room with members, on every process;
+//! `GET /rooms/{R}/history`: part of a room's history; and
+//! `GET /rooms/{R}/presence`: who is in a room, on every process.
 //!
 //! The room list comes from the hub's own membership and the other
 //! processes' counts as the Redis bridge last read them (at most
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::actors::chat_hub::{ListRooms, ReadPage};
+use crate::actors::chat_hub::{ListRooms, ReadPage, ReadPresence};
 use crate::history::Page;
 use crate::http::{ApiError, AppState};
 use crate::protocol::RoomName;
@@ -87,4 +88,24 @@ pub async fn history(
         "offset": page.offset,
         "events": events,
     })))
+}
+
+pub async fn presence(
+    room: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let room = RoomName::parse(&room).map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    let roster = state
+        .hub
+        .send(ReadPresence { room: room.clone() })
+        .await
+        .map_err(|err| {
+            log::error!("presence: the hub did not answer: {err}");
+            ApiError::Internal
+        })?;
+    let users: Vec<serde_json::Value> = roster
+        .users()
+        .map(|(id, name, connections)| json!({"id": id, "name": name, "connections": connections}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "room": room, "users": users })))
 }

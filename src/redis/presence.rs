@@ -5,7 +5,8 @@
 //! - `<channel>:presence:<server id>` = its client count, expiring after
 //!   `PRESENCE_TTL` (default 10 s);
 //! - `<channel>:presence:<server id>:rooms`, a hash of room → local members,
-//!   and `…:users`, a hash of user → local connections (with tokens), both
+//!   `…:users`, a hash of user → local connections (with tokens), and
+//!   `…:members`, a hash of `room<TAB>user` → `connections<TAB>name`, all
 //!   rewritten whole and expiring with it;
 //! - its id in the set `<channel>:presence`, the index of processes.
 //!
@@ -21,6 +22,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::actors::chat_hub::{CensusReport, PeerCount};
 use crate::auth::UserId;
+use crate::presence::Roster;
 use crate::protocol::{RoomName, ServerId};
 
 /// How often the presence record is refreshed and the peers are counted.
@@ -62,6 +64,10 @@ impl PresenceKeys {
         format!("{}:{server}:users", self.index)
     }
 
+    fn members_key(&self, server: &str) -> String {
+        format!("{}:{server}:members", self.index)
+    }
+
     /// Adds to `pipe` the commands that remove this process's records, for
     /// the end of a drain.
     pub fn remove(&self, pipe: &mut redis::Pipeline) {
@@ -70,6 +76,8 @@ impl PresenceKeys {
             .del(self.rooms_key(&self.me))
             .ignore()
             .del(self.users_key(&self.me))
+            .ignore()
+            .del(self.members_key(&self.me))
             .ignore()
             .srem(&self.index, &self.me)
             .ignore();
@@ -89,6 +97,7 @@ pub async fn round(
     let ttl = ttl.as_secs();
     let rooms_key = keys.rooms_key(&keys.me);
     let users_key = keys.users_key(&keys.me);
+    let members_key = keys.members_key(&keys.me);
     let mut pipe = redis::pipe();
     pipe.atomic()
         .set_ex(keys.count_key(&keys.me), census.clients, ttl)
@@ -96,6 +105,8 @@ pub async fn round(
         .del(&rooms_key)
         .ignore()
         .del(&users_key)
+        .ignore()
+        .del(&members_key)
         .ignore();
     let rooms: Vec<(&str, usize)> = census.rooms.iter().map(|(r, n)| (r.as_str(), *n)).collect();
     let users: Vec<(&str, usize)> = census.users.iter().map(|(u, n)| (u.as_str(), *n)).collect();
@@ -106,6 +117,21 @@ pub async fn round(
                 .expire(key, ttl as i64)
                 .ignore();
         }
+    }
+    let members: Vec<(String, String)> = census
+        .rosters
+        .iter()
+        .flat_map(|(room, roster)| {
+            roster
+                .users()
+                .map(move |(user, name, n)| (format!("{room}\t{user}"), format!("{n}\t{name}")))
+        })
+        .collect();
+    if !members.is_empty() {
+        pipe.hset_multiple(&members_key, &members)
+            .ignore()
+            .expire(&members_key, ttl as i64)
+            .ignore();
     }
     pipe.sadd(&keys.index, &keys.me)
         .ignore()
@@ -143,18 +169,40 @@ pub async fn round(
     let mut pipe = redis::pipe();
     for (id, count) in &live {
         presence.counts.clients += count.unwrap_or(0);
-        pipe.hgetall(keys.rooms_key(id)).hgetall(keys.users_key(id));
+        pipe.hgetall(keys.rooms_key(id))
+            .hgetall(keys.users_key(id))
+            .hgetall(keys.members_key(id));
     }
     let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-    let (rooms, users): (Vec<_>, Vec<_>) = hashes
-        .into_iter()
-        .enumerate()
-        .partition(|(i, _)| i % 2 == 0);
+    let mut hashes = hashes.into_iter().enumerate();
+    let (mut rooms, mut users) = (Vec::new(), Vec::new());
+    while let (Some((_, r)), Some((_, u)), Some((_, m))) =
+        (hashes.next(), hashes.next(), hashes.next())
+    {
+        rooms.push((0, r));
+        users.push((0, u));
+        add_members(&mut presence.counts.rosters, m);
+    }
     presence.counts.rooms = sum_counts(rooms.into_iter().map(|(_, h)| h), |r| {
         RoomName::parse(r).ok()
     });
     presence.counts.users = sum_counts(users.into_iter().map(|(_, h)| h), UserId::parse);
     Ok(presence)
+}
+
+/// Adds one process's `members` hash to the rosters, skipping any field not
+/// of the shape written above.
+fn add_members(rosters: &mut HashMap<RoomName, Roster>, members: HashMap<String, String>) {
+    for (field, value) in members {
+        let (Some((room, user)), Some((count, name))) =
+            (field.split_once('\t'), value.split_once('\t'))
+        else {
+            continue;
+        };
+        if let (Ok(room), Ok(count)) = (RoomName::parse(room), count.parse::<usize>()) {
+            rosters.entry(room).or_default().add(user, name, count);
+        }
+    }
 }
 
 /// Adds up the count hashes of several processes, skipping any field whose

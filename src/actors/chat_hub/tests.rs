@@ -548,6 +548,7 @@ async fn a_room_notice_counts_its_members_here_and_on_peers() {
         clients: 7,
         rooms: [(room("ops"), 3)].into_iter().collect(),
         users: HashMap::new(),
+        rosters: HashMap::new(),
     });
     let notify = |audience| Notify {
         message: "hi".into(),
