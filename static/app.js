@@ -282,7 +282,7 @@ function addRoom(name) {
     ids: new Map(),
     /** Loading older rows; no older rows to load. */
     loadingOlder: false, startReached: false,
-    /** id → { id, name, connections } online in the room; null until known. */
+    /** id → { id, name } online in the room; null until known. */
     people: null,
     /** `presence` events that came while the list was being fetched. */
     presenceQueue: null,
@@ -943,7 +943,7 @@ tokenForm.addEventListener("submit", (e) => {
 // ---- who is online -----------------------------------------------------------
 
 /**
- * The room's member list, afresh from GET /rooms/{R}/presence (after
+ * The room's member list (id → { id, name }), afresh from GET /rooms/{R}/presence (after
  * every join, so a reconnect starts from the truth). `presence` events
  * that come while it loads are kept and applied on top, in order.
  */
@@ -953,9 +953,7 @@ async function loadPresence(room) {
   let people = room.people;
   try {
     const { users } = await client.presence(room.name);
-    people = new Map(users.map((u) => [String(u.id), {
-      id: String(u.id), name: String(u.name ?? u.id), connections: Number(u.connections) || 1,
-    }]));
+    people = new Map(users.map((u) => [String(u.id), { id: String(u.id), name: String(u.name ?? u.id) }]));
   } catch {
     // An older server without presence: the list stays unknown.
   }
@@ -969,7 +967,7 @@ async function loadPresence(room) {
 function applyPresence(room, { joins, leaves }) {
   if (!room.people) return;
   for (const u of leaves) { room.people.delete(u.id); stopTyping(room, u.id); }
-  for (const u of joins) if (!room.people.has(u.id)) room.people.set(u.id, { ...u, connections: 1 });
+  for (const u of joins) room.people.set(u.id, { id: u.id, name: u.name });
 }
 
 client.on("presence", (d) => {
@@ -999,8 +997,9 @@ function showMembers() {
     dot.title = "online";
     avatar.append(dot);
     item.append(avatar, el("span", "member-name", u.name));
+    // No tab count: `presence` events say who came and went, not how many
+    // connections each has, so a count would go stale.
     if (myIds.has(u.id)) item.append(el("span", "member-note", "you"));
-    else if (u.connections > 1) item.append(el("span", "member-note", `${u.connections} tabs`));
     return item;
   }));
   membersEmpty.hidden = people.size > 0;

@@ -256,10 +256,17 @@ export class ChatdClient {
   /**
    * A new token: sent as `refresh` on a live connection (the server keeps
    * it open past the old `exp`), or, after `expired` or `unauthorized`,
-   * used to connect again.
+   * used to connect again. A token for another `sub` reconnects.
    */
   refresh(token) {
     this.token = token || "";
+    const sub = tokenClaims(this.token)?.sub;
+    // The server extends a connection only for the same user; another
+    // user is another connection.
+    if (this.connected && this.user && sub !== undefined && String(sub) !== this.user.id) {
+      this.reconnect(0);
+      return;
+    }
     if (this.connected && this.send({ type: "refresh", token: this.token })) return;
     if (this.stopped && (this.state === "expired" || this.state === "unauthorized")) {
       this.attempt = 0;
