@@ -884,7 +884,8 @@ function showIdentity() {
   const claims = tokenClaims(client.token);
   const name = user ? user.name : claims && typeof claims.name === "string" ? claims.name : "";
   const id = user ? user.id : claims && claims.sub !== undefined ? String(claims.sub) : "";
-  userName.textContent = name || id || "not signed in";
+  $("identity-label").textContent = name || id ? "Signed in as" : "Not signed in";
+  userName.textContent = name || id;
   userId.textContent = id && id !== name ? id : "";
   if (tokenMode && (name || id)) {
     me.textContent = initials(name || id);

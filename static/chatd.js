@@ -256,7 +256,8 @@ export class ChatdClient {
   /**
    * A new token: sent as `refresh` on a live connection (the server keeps
    * it open past the old `exp`), or, after `expired` or `unauthorized`,
-   * used to connect again. A token for another `sub` reconnects.
+   * used to connect again (as it is by a client not connected yet). A
+   * token for another `sub` reconnects.
    */
   refresh(token) {
     this.token = token || "";
@@ -268,7 +269,9 @@ export class ChatdClient {
       return;
     }
     if (this.connected && this.send({ type: "refresh", token: this.token })) return;
-    if (this.stopped && (this.state === "expired" || this.state === "unauthorized")) {
+    // Stopped for want of a (good) token, or never started: connect now.
+    // Only `close()` means closed for good.
+    if (this.stopped && this.state !== "closed") {
       this.attempt = 0;
       this.connect();
     }

@@ -119,7 +119,7 @@ async fn a_refused_token_is_shown_with_the_server_s_reason_and_not_retried() {
 }
 
 #[actix_web::test]
-async fn a_page_without_a_token_asks_for_one() {
+async fn a_page_without_a_token_asks_for_one_and_a_link_followed_later_signs_in() {
     let Some(mut chat) = TestChat::start_with_tokens() else {
         return;
     };
@@ -129,6 +129,14 @@ async fn a_page_without_a_token_asks_for_one() {
     page.wait_for_token_request("needs a sign-in token").await;
     let (_, name_hidden) = page.identity().await;
     assert!(name_hidden, "no name field: the token names the user");
+
+    // Following a sign-in link in the same tab signs in.
+    let ana = token("u-ana", "Ana", Duration::from_secs(3600));
+    page.eval(&format!("location.hash = 'token={ana}'; return true;"))
+        .await;
+    page.wait_for_state("connected").await;
+    assert_eq!(page.identity().await, ("Ana".to_string(), true));
+    assert!(!page.address().await.contains("token"));
     page.close().await;
 }
 
