@@ -244,7 +244,13 @@ type Bridge = (Addr<RedisBridge>, Arc<BridgeStatus>);
 fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Bridge>) {
     let Some(settings) = &config.redis else {
         return (
-            ChatHub::new(server_id.clone(), config.history.clone(), None).start(),
+            ChatHub::with_presence(
+                server_id.clone(),
+                config.history.clone(),
+                None,
+                config.auth.is_some(),
+            )
+            .start(),
             None,
         );
     };
@@ -257,7 +263,13 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
         page: bridge.clone().recipient(),
         rooms: bridge.recipient(),
     };
-    let hub = ChatHub::new(server_id.clone(), config.history.clone(), Some(link)).start();
+    let hub = ChatHub::with_presence(
+        server_id.clone(),
+        config.history.clone(),
+        Some(link),
+        config.auth.is_some(),
+    )
+    .start();
     let status = Arc::new(BridgeStatus::default());
     let bridge = RedisBridge::new(
         settings,
