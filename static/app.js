@@ -48,6 +48,12 @@ const STICKY_PX = 80;
 /** How close to the top loads older messages. */
 const OLDER_PX = 150;
 const STATUS_POLL_MS = 15000;
+/**
+ * Without tokens chatd sends no `presence` events (every connection is its
+ * own user, and v1 clients would not expect them), so the open room's
+ * member list is fetched again this often while the tab is visible.
+ */
+const PRESENCE_POLL_MS = 5000;
 const NAME_KEY = "chatd.name", ROOMS_KEY = "chatd.rooms", OPEN_KEY = "chatd.open", IDS_KEY = "chatd.ids";
 const TOKEN_KEY = "chatd.token";
 /** "… is typing" goes away this long after the last `typing` event. */
@@ -106,7 +112,9 @@ function storeToken(token) {
 
 const hashToken = takeTokenFromHash();
 if (hashToken) storeToken(hashToken);
-const startToken = hashToken || storedToken();
+// A token kept from another time is not sent to a server that says it
+// takes none; one in the link is (the reader asked for it).
+const startToken = hashToken || (document.body.dataset.auth === "off" ? "" : storedToken());
 /** Signing in with tokens, rather than picking a name. */
 let tokenMode = document.body.dataset.auth === "on" || Boolean(startToken);
 /** Who the server says we are (`welcome.user`), once connected. */
@@ -286,6 +294,8 @@ function addRoom(name) {
     people: null,
     /** `presence` events that came while the list was being fetched. */
     presenceQueue: null,
+    /** Joined again since the list was fetched: fetch it when shown. */
+    presenceStale: true,
     /** id → { name, timer } of those typing. */
     typers: new Map(),
   };
@@ -368,7 +378,10 @@ client.on("joined", (d) => {
   if (room.preview.textContent === "joining…") room.preview.textContent = "No messages yet";
   storeRooms();
   if (!d.atConnect && first) pill(`You joined ${room.name}`, "info", room);
-  loadPresence(room);
+  // The list is fetched for the room on screen; the others when opened, so
+  // a reconnect in fifty rooms is one request, not fifty.
+  room.presenceStale = true;
+  if (room === current) loadPresence(room);
   if (room === current) { showRoomBar(); showComposer(); }
 });
 
@@ -422,6 +435,7 @@ function show(room, view) {
   }
   showRoomBar();
   showComposer();
+  if (room !== lobby && room.presenceStale && joined(room)) loadPresence(room);
   showMembers();
   showTyping();
 }
@@ -851,11 +865,10 @@ function pollStatus() {
 client.on("welcome", ({ event, reconnected }) => {
   rememberId(String(event.client_id));
   user = client.user;
-  if (user) {
-    // With tokens, `from.id` is the user's id, the same in every tab.
-    rememberId(user.id);
-    tokenMode = true;
-  }
+  // The server has the last word: `welcome.user` comes only with tokens.
+  tokenMode = Boolean(user);
+  // With tokens, `from.id` is the user's id, the same in every tab.
+  if (user) rememberId(user.id);
   showIdentity();
   setOnline(event.online);
   pollStatus();
@@ -951,6 +964,7 @@ tokenForm.addEventListener("submit", (e) => {
 async function loadPresence(room) {
   const queue = [];
   room.presenceQueue = queue;
+  room.presenceStale = false;
   let people = room.people;
   try {
     const { users } = await client.presence(room.name);
@@ -970,6 +984,12 @@ function applyPresence(room, { joins, leaves }) {
   for (const u of leaves) { room.people.delete(u.id); stopTyping(room, u.id); }
   for (const u of joins) room.people.set(u.id, { id: u.id, name: u.name });
 }
+
+/** Without tokens: the open room's list, fetched again every few seconds. */
+setInterval(() => {
+  if (user || document.hidden || !client.connected || current === lobby || !joined(current)) return;
+  if (!current.presenceQueue) loadPresence(current);
+}, PRESENCE_POLL_MS);
 
 client.on("presence", (d) => {
   const room = rooms.get(d.room);
