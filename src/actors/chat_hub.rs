@@ -302,7 +302,7 @@ pub struct Publish {
 pub struct StoreEvent {
     /// The room.
     pub room: RoomName,
-    /// The event without its offset, which Redis adds.
+    /// The event, with offset 0 where Redis puts its offset.
     pub event: Frame,
 }
 
@@ -550,7 +550,8 @@ impl ChatHub {
                 self.broadcast(&Audience::Room(room), Some(offset), &frame, ctx);
             }
             Store::Redis => {
-                let event = encode(None);
+                // Offset 0 holds the place Redis fills in.
+                let event = encode(Some(0));
                 let bridge = self.bridge.as_ref().expect("a Redis store has a bridge");
                 bridge.store.do_send(StoreEvent { room, event });
             }

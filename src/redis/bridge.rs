@@ -468,7 +468,7 @@ impl RedisBridge {
             self.hub.do_send(Stored {
                 room,
                 offset: None,
-                frame: event,
+                frame: streams::unnumbered(&event),
             });
         }
         for read in std::mem::take(&mut self.waiting_reads) {
@@ -603,7 +603,7 @@ impl RedisBridge {
             self.hub.do_send(Stored {
                 room,
                 offset: None,
-                frame: event,
+                frame: streams::unnumbered(&event),
             });
         }
         self.status.dropped.fetch_add(1, Ordering::Relaxed);
@@ -857,7 +857,7 @@ impl Handler<StoreEvent> for RedisBridge {
             self.hub.do_send(Stored {
                 room: msg.room.clone(),
                 offset: None,
-                frame: msg.event.clone(),
+                frame: streams::unnumbered(&msg.event),
             });
         }
         let dropped = self.outbox.store(msg.room, msg.event, deliver_now);

@@ -259,12 +259,13 @@ pub fn run(options: &Options) -> Result<(), String> {
     };
     let only: Option<String> = options.optional("only")?;
     options.check_all_read()?;
-    let benchmarks: [(&str, Benchmark); 7] = [
+    let benchmarks: [(&str, Benchmark); 8] = [
         ("ramp", bench_ramp),
         ("rooms", bench_rooms),
         ("idle", bench_idle),
         ("steps", bench_steps),
         ("connect", bench_connect),
+        ("connect-token", bench_connect_token),
         ("deploy", deploy),
         ("cross", bench_cross),
     ];
@@ -278,7 +279,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         .find(|o| !benchmarks.iter().any(|(name, _)| name == &o.trim()))
     {
         return Err(format!(
-            "--only {unknown:?}: expected ramp, rooms, idle, steps, connect, deploy or cross"
+            "--only {unknown:?}: expected ramp, rooms, idle, steps, connect, connect-token, deploy or cross"
         ));
     }
     println!("{}\n", machine());
@@ -551,6 +552,49 @@ fn bench_connect(chatd: &Path, cpu: Option<&str>) -> Row {
     });
     Row {
         benchmark: "connect, 2,000 in flight",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≥ 5,000 handshakes/s, none failed",
+    }
+}
+
+/// `connect` against a chatd that requires HS256 tokens: every handshake
+/// presents one, verified before the upgrade.
+fn bench_connect_token(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== connect-token: 10,000 handshakes with HS256 tokens, 2,000 in flight");
+    const SECRET: &str = "chatd-bench-secret";
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let claims = serde_json::json!({"sub": "bench", "name": "bench", "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("a secret"),
+    )
+    .expect("the token signs");
+    let dialing = Dialing {
+        in_flight: 2000,
+        ..DIALING
+    };
+    let result = Server::start(chatd, cpu, &[("AUTH_JWT_SECRET", SECRET)])
+        .and_then(|server| {
+            crate::fleet::present_token(Some(token));
+            let connect = bounded(async { Ok(modes::connect(server.addr, 10_000, dialing).await) });
+            crate::fleet::present_token(None);
+            connect
+        })
+        .map(|connect| {
+            println!("{}", report::connect_line(&connect));
+            format!(
+                "**{}** handshakes/s, {} failed (p99 {} ms)",
+                report::thousands(report::handshakes_per_s(&connect) as u64),
+                connect.failures.values().sum::<u64>(),
+                report::ms(connect.handshake.percentile(99.0))
+            )
+        });
+    Row {
+        benchmark: "connect with HS256 tokens, 2,000 in flight",
         result: result.unwrap_or_else(|err| format!("error: {err}")),
         target: "≥ 5,000 handshakes/s, none failed",
     }
