@@ -12,10 +12,19 @@
 //
 // Every piece of text from the network goes into the page with textContent,
 // never as HTML, so a message can never become markup or script.
+//
+// Identity: on a server without tokens (`<body data-auth="off">`) the
+// reader picks a display name. With tokens (`data-auth="on"`, or a token in
+// the URL, or a 401 from /ws) the page signs in with a JWT from the URL
+// fragment (`/#token=…`, removed from the address bar at once, so it is not
+// bookmarked or shared by accident) or from localStorage, shows who the
+// token says we are, and asks for a new token when it is refused or runs out.
+// Every room has a member list (GET /rooms/{R}/presence, then `presence`
+// events) and a "… is typing" line.
 
 // chatd.js with this file's ?v=, so a new release never runs with a cached
 // old client (static files are cached for an hour).
-const { ChatdClient, isRoomName } = await import(new URL(`./chatd.js${new URL(import.meta.url).search}`, import.meta.url));
+const { ChatdClient, isRoomName, tokenClaims } = await import(new URL(`./chatd.js${new URL(import.meta.url).search}`, import.meta.url));
 
 const $ = (id) => document.getElementById(id);
 const app = $("app"), logs = $("logs"), roomList = $("rooms"), noRooms = $("no-rooms");
@@ -25,6 +34,10 @@ const roomTitle = $("room-title"), roomStatus = $("room-status"), roomAvatar = $
 const leaveButton = $("leave"), backButton = $("back");
 const stateLabel = $("state"), onlineLabel = $("online");
 const chip = $("new-messages"), chipCount = $("new-count");
+const nameField = $("name-field"), identity = $("identity"), userName = $("user-name"), userId = $("user-id");
+const tokenForm = $("token-form"), tokenInput = $("token"), tokenReason = $("token-reason");
+const typingLine = $("typing"), membersPanel = $("members"), memberList = $("member-list");
+const membersEmpty = $("members-empty"), membersToggle = $("members-toggle"), memberCount = $("member-count");
 const maxMessageBytes = Number(document.body.dataset.maxMessageBytes) || 4096;
 const maxNameChars = Number(document.body.dataset.maxNameChars) || 32;
 
@@ -35,7 +48,18 @@ const STICKY_PX = 80;
 /** How close to the top loads older messages. */
 const OLDER_PX = 150;
 const STATUS_POLL_MS = 15000;
+/**
+ * Without tokens chatd sends no `presence` events (every connection is its
+ * own user, and v1 clients would not expect them), so the open room's
+ * member list is fetched again this often while the tab is visible.
+ */
+const PRESENCE_POLL_MS = 5000;
 const NAME_KEY = "chatd.name", ROOMS_KEY = "chatd.rooms", OPEN_KEY = "chatd.open", IDS_KEY = "chatd.ids";
+const TOKEN_KEY = "chatd.token";
+/** "… is typing" goes away this long after the last `typing` event. */
+const TYPING_SHOWN_MS = 4000;
+/** From this width the member list is open beside the chat by default. */
+const roomy = window.matchMedia("(min-width: 1100px)");
 /** The server's MAX_ROOMS_PER_CONNECTION default; more in /ws is a 400. */
 const MAX_ROOMS = 50;
 /**
@@ -58,6 +82,43 @@ let countdownTimer = null, statusTimer = null;
 let clickedFromList = false, cameFromList = false;
 /** The reader asked for a room with the join field: type there once it is joined. */
 let focusOnJoin = false;
+
+// ---- tokens --------------------------------------------------------------
+
+/**
+ * Takes a token out of the URL fragment (`#token=T`, `#ops&token=T`) and
+ * puts the address back without it, keeping the room part; null if none.
+ */
+function takeTokenFromHash() {
+  const parts = location.hash.slice(1).split("&");
+  const found = parts.find((p) => p.startsWith("token="));
+  if (found === undefined) return null;
+  let token = found.slice("token=".length);
+  try { token = decodeURIComponent(token); } catch { /* used as it is */ }
+  const rest = parts.filter((p) => p && !p.startsWith("token="));
+  history.replaceState(null, "", location.pathname + location.search + (rest.length ? `#${rest[0]}` : ""));
+  return token.trim() || null;
+}
+
+function storedToken() {
+  try { return localStorage.getItem(TOKEN_KEY) || ""; } catch { return ""; }
+}
+
+function storeToken(token) {
+  try {
+    if (token) localStorage.setItem(TOKEN_KEY, token); else localStorage.removeItem(TOKEN_KEY);
+  } catch { /* private mode: kept for this tab */ }
+}
+
+const hashToken = takeTokenFromHash();
+if (hashToken) storeToken(hashToken);
+// A token kept from another time is not sent to a server that says it
+// takes none; one in the link is (the reader asked for it).
+const startToken = hashToken || (document.body.dataset.auth === "off" ? "" : storedToken());
+/** Signing in with tokens, rather than picking a name. */
+let tokenMode = document.body.dataset.auth === "on" || Boolean(startToken);
+/** Who the server says we are (`welcome.user`), once connected. */
+let user = null;
 
 // ---- names ---------------------------------------------------------------
 
@@ -175,7 +236,9 @@ function makeLog(room) {
 // ---- the connection ----------------------------------------------------------
 
 const remembered = storedRooms();
-const client = new ChatdClient({ name: storedName(), rooms: remembered, maxRooms: MAX_ROOMS });
+const client = new ChatdClient({
+  name: tokenMode ? "" : storedName(), token: startToken, rooms: remembered, maxRooms: MAX_ROOMS,
+});
 
 // ---- rooms ---------------------------------------------------------------
 
@@ -227,6 +290,14 @@ function addRoom(name) {
     ids: new Map(),
     /** Loading older rows; no older rows to load. */
     loadingOlder: false, startReached: false,
+    /** id → { id, name } online in the room; null until known. */
+    people: null,
+    /** `presence` events that came while the list was being fetched. */
+    presenceQueue: null,
+    /** Joined again since the list was fetched: fetch it when shown. */
+    presenceStale: true,
+    /** id → { name, timer } of those typing. */
+    typers: new Map(),
   };
   room.log = makeLog(room);
   rooms.set(name, room);
@@ -235,6 +306,7 @@ function addRoom(name) {
 }
 
 function removeRoom(room) {
+  for (const { timer } of room.typers.values()) clearTimeout(timer);
   rooms.delete(room.name);
   room.item.remove();
   room.log.remove();
@@ -306,6 +378,10 @@ client.on("joined", (d) => {
   if (room.preview.textContent === "joining…") room.preview.textContent = "No messages yet";
   storeRooms();
   if (!d.atConnect && first) pill(`You joined ${room.name}`, "info", room);
+  // The list is fetched for the room on screen; the others when opened, so
+  // a reconnect in fifty rooms is one request, not fifty.
+  room.presenceStale = true;
+  if (room === current) loadPresence(room);
   if (room === current) { showRoomBar(); showComposer(); }
 });
 
@@ -359,6 +435,9 @@ function show(room, view) {
   }
   showRoomBar();
   showComposer();
+  if (room !== lobby && room.presenceStale && joined(room)) loadPresence(room);
+  showMembers();
+  showTyping();
 }
 
 function roomFromHash() {
@@ -388,6 +467,8 @@ function openHash(name) {
 }
 
 window.addEventListener("hashchange", () => {
+  const token = takeTokenFromHash();
+  if (token) useToken(token);
   cameFromList = clickedFromList;
   clickedFromList = false;
   route();
@@ -677,6 +758,7 @@ function prepend(room, events, epoch) {
 client.on("message", ({ room: name, event, source, epoch }) => {
   const room = rooms.get(name) || addRoom(name);
   bubble(room, event, epoch, source !== "history");
+  if (source === "live") stopTyping(room, sender(event).id);
 });
 
 client.on("notice", ({ room: name, event, source, epoch }) => {
@@ -733,6 +815,7 @@ function showState(state, detail) {
   if (state !== "connected") onlineLabel.textContent = "";
   showComposer();
   showRoomBar();
+  membersPanel.classList.toggle("stale", state !== "connected");
 }
 
 /** What the client is doing, with a countdown to its next attempt. */
@@ -740,6 +823,8 @@ client.on("state", ({ state, retryAt }) => {
   clearInterval(countdownTimer);
   if (state === "connected") { showState(state); return; }
   clearInterval(statusTimer);
+  if (state === "expired") { showState("offline", "session expired"); return; }
+  if (state === "unauthorized") { showState("offline", "not signed in"); return; }
   if (state === "offline" && retryAt === null) { showState(state, "offline · waiting for network"); return; }
   if (retryAt === null) { showState(state, `${state}…`); return; }
   const verb = state === "offline" ? "offline · retrying" : state;
@@ -779,9 +864,15 @@ function pollStatus() {
 /** A (re)connection, after the rooms it started in (and their history). */
 client.on("welcome", ({ event, reconnected }) => {
   rememberId(String(event.client_id));
+  user = client.user;
+  // The server has the last word: `welcome.user` comes only with tokens.
+  tokenMode = Boolean(user);
+  // With tokens, `from.id` is the user's id, the same in every tab.
+  if (user) rememberId(user.id);
+  showIdentity();
   setOnline(event.online);
   pollStatus();
-  const name = String(event.name);
+  const name = user ? user.name : String(event.name);
   if (!nameInput.value) nameInput.placeholder = name;
   me.textContent = initials(name);
   me.className = `avatar me c${hue(name)}`;
@@ -796,6 +887,187 @@ client.on("shutdown", ({ event, retryAfterMs }) => {
 });
 
 client.on("error", ({ message }) => pill(message, "error"));
+
+// ---- identity --------------------------------------------------------------
+
+/** The name field (open mode) or who the token says we are (token mode). */
+function showIdentity() {
+  nameField.hidden = tokenMode;
+  identity.hidden = !tokenMode;
+  const claims = tokenClaims(client.token);
+  const name = user ? user.name : claims && typeof claims.name === "string" ? claims.name : "";
+  const id = user ? user.id : claims && claims.sub !== undefined ? String(claims.sub) : "";
+  $("identity-label").textContent = name || id ? "Signed in as" : "Not signed in";
+  userName.textContent = name || id;
+  userId.textContent = id && id !== name ? id : "";
+  if (tokenMode && (name || id)) {
+    me.textContent = initials(name || id);
+    me.className = `avatar me c${hue(name || id)}`;
+  }
+}
+
+/** Asks for a token, saying why. */
+function askForToken(reason) {
+  tokenMode = true;
+  showIdentity();
+  tokenReason.textContent = reason;
+  tokenForm.hidden = false;
+}
+
+/** A new token from the reader or a link: kept, and used at once. */
+function useToken(token) {
+  storeToken(token);
+  tokenForm.hidden = true;
+  tokenReason.textContent = "";
+  tokenInput.value = "";
+  tokenMode = true;
+  client.refresh(token);
+  showIdentity();
+}
+
+client.on("expiring", ({ secondsLeft }) => {
+  pill(`Your session ends in ${secondsLeft} s. Paste a new token to stay connected.`, "shutdown");
+  askForToken(`Your session ends in ${secondsLeft} s.`);
+});
+
+client.on("expired", ({ code, reason }) => {
+  storeToken("");
+  const why = code === 4001 ? "Your session expired." : `The server closed the connection: ${reason || "not allowed"}.`;
+  pill(`${why} Paste a new token to continue.`, "error");
+  askForToken(why);
+});
+
+client.on("unauthorized", ({ message }) => {
+  storeToken("");
+  pill(`Not signed in: ${message}`, "error");
+  askForToken(`Not signed in: ${message}`);
+});
+
+tokenForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const token = tokenInput.value.trim();
+  if (!tokenClaims(token)) {
+    tokenReason.textContent = "That is not a token (three parts separated by dots).";
+    tokenInput.focus();
+    return;
+  }
+  useToken(token);
+});
+
+// ---- who is online -----------------------------------------------------------
+
+/**
+ * The room's member list (id → { id, name }), afresh from GET /rooms/{R}/presence (after
+ * every join, so a reconnect starts from the truth). `presence` events
+ * that come while it loads are kept and applied on top, in order.
+ */
+async function loadPresence(room) {
+  const queue = [];
+  room.presenceQueue = queue;
+  room.presenceStale = false;
+  let people = room.people;
+  try {
+    const { users } = await client.presence(room.name);
+    people = new Map(users.map((u) => [String(u.id), { id: String(u.id), name: String(u.name ?? u.id) }]));
+  } catch {
+    // An older server without presence: the list stays unknown.
+  }
+  if (room.presenceQueue !== queue) return; // a newer load took over
+  room.presenceQueue = null;
+  room.people = people;
+  for (const d of queue) applyPresence(room, d);
+  if (room === current) showMembers();
+}
+
+function applyPresence(room, { joins, leaves }) {
+  if (!room.people) return;
+  for (const u of leaves) { room.people.delete(u.id); stopTyping(room, u.id); }
+  for (const u of joins) room.people.set(u.id, { id: u.id, name: u.name });
+}
+
+/** Without tokens: the open room's list, fetched again every few seconds. */
+setInterval(() => {
+  if (user || document.hidden || !client.connected || current === lobby || !joined(current)) return;
+  if (!current.presenceQueue) loadPresence(current);
+}, PRESENCE_POLL_MS);
+
+client.on("presence", (d) => {
+  const room = rooms.get(d.room);
+  if (!room) return;
+  if (room.presenceQueue) { room.presenceQueue.push(d); return; }
+  applyPresence(room, d);
+  if (room === current) showMembers();
+});
+
+/** The open room's member list: a dot and a name each, you first. */
+function showMembers() {
+  const people = current === lobby ? null : current.people;
+  membersToggle.hidden = !people;
+  if (!people) { membersPanel.hidden = true; return; }
+  membersPanel.hidden = !membersOpen();
+  membersToggle.setAttribute("aria-expanded", String(!membersPanel.hidden));
+  memberCount.textContent = String(people.size);
+  const sorted = [...people.values()].sort((a, b) =>
+    Number(myIds.has(b.id)) - Number(myIds.has(a.id)) || a.name.localeCompare(b.name));
+  memberList.replaceChildren(...sorted.map((u) => {
+    const item = el("li", `member c${hue(u.name)}`);
+    item.dataset.id = u.id;
+    const avatar = el("span", "avatar", initials(u.name));
+    avatar.setAttribute("aria-hidden", "true");
+    const dot = el("span", "dot");
+    dot.title = "online";
+    avatar.append(dot);
+    item.append(avatar, el("span", "member-name", u.name));
+    // No tab count: `presence` events say who came and went, not how many
+    // connections each has, so a count would go stale.
+    if (myIds.has(u.id)) item.append(el("span", "member-note", "you"));
+    return item;
+  }));
+  membersEmpty.hidden = people.size > 0;
+  membersEmpty.textContent = "Nobody is online here.";
+}
+
+/** Whether the reader wants the member list shown (wide screens: yes). */
+let membersWanted = null;
+const membersOpen = () => (membersWanted === null ? roomy.matches : membersWanted);
+
+membersToggle.addEventListener("click", () => {
+  membersWanted = !membersOpen();
+  showMembers();
+});
+roomy.addEventListener("change", showMembers);
+
+// ---- typing ----------------------------------------------------------------
+
+client.on("typing", ({ room: name, from }) => {
+  const room = rooms.get(name);
+  if (!room || myIds.has(from.id) || (user && from.id === user.id)) return;
+  const known = room.typers.get(from.id);
+  if (known) clearTimeout(known.timer);
+  const timer = setTimeout(() => stopTyping(room, from.id), TYPING_SHOWN_MS);
+  room.typers.set(from.id, { name: from.name, timer });
+  if (room === current) showTyping();
+});
+
+function stopTyping(room, id) {
+  const known = room.typers.get(id);
+  if (!known) return;
+  clearTimeout(known.timer);
+  room.typers.delete(id);
+  if (room === current) showTyping();
+}
+
+/** "Ana is typing…" in the open room's header, in place of its status. */
+function showTyping() {
+  const names = current === lobby ? [] : [...current.typers.values()].map((t) => t.name);
+  let line = "";
+  if (names.length === 1) line = `${names[0]} is typing…`;
+  else if (names.length === 2) line = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) line = `${names.length} people are typing…`;
+  typingLine.textContent = line;
+  typingLine.hidden = !line;
+  roomStatus.hidden = Boolean(line);
+}
 
 // ---- composer and name -----------------------------------------------------
 
@@ -835,9 +1107,13 @@ text.addEventListener("keydown", (e) => {
     $("composer").requestSubmit();
   }
 });
-text.addEventListener("input", resizeComposer);
+text.addEventListener("input", () => {
+  resizeComposer();
+  if (text.value.trim() && joined(current)) client.typing(current.name);
+});
 
 function rename() {
+  if (tokenMode) return;
   const name = cleanName(nameInput.value);
   nameInput.value = name;
   if (name === storedName()) return;
@@ -869,5 +1145,12 @@ document.addEventListener("visibilitychange", () => {
 nameInput.value = storedName();
 for (const name of remembered || []) addRoom(name).confirmed = true;
 noRooms.hidden = rooms.size > 0 || remembered === null;
+showIdentity();
 route(); // a room named by the hash is joined here, so the connection starts in it
-client.connect();
+if (tokenMode && !client.token) {
+  // Nothing to sign in with: the server would only answer 401.
+  showState("offline", "not signed in");
+  askForToken("This chat needs a sign-in token: open the link you were given, or paste the token here.");
+} else {
+  client.connect();
+}

@@ -30,6 +30,15 @@
 //   nothing for the same reason.
 // - An empty `epoch` means the server's history store is away: there is
 //   nothing to resume with, so the last real position is kept for later.
+// - A browser's WebSocket never says why an upgrade failed. When one fails
+//   before `welcome`, the same URL is asked once over plain HTTP: chatd
+//   checks the token before the upgrade, so a 401 there (with its reason)
+//   means the token is no good, and retrying would only repeat it. Any
+//   other answer (a 400 for the missing upgrade, or no server) means retry.
+// - With a token that names its `rooms`, the URL names only rooms it allows
+//   (chatd answers any other with 403 before the upgrade); the rest are
+//   joined one by one, so their refusal (`not_allowed`) names the room. The
+//   claims are read, not verified: the server does that.
 "use strict";
 
 /** The server's room rule: 1–64 characters of a-z 0-9 - _ . : */
@@ -40,6 +49,35 @@ const EPOCH_PATTERN = /^[A-Za-z0-9]{1,64}$/;
 const DEFAULT_ROOM = "general";
 /** Errors that answer a join: the room is dropped. */
 const REFUSALS = new Set(["bad_room", "too_many_rooms", "not_allowed"]);
+/** The close code for a token that expired; 4003 is "not allowed". */
+const CLOSE_EXPIRED = 4001, CLOSE_NOT_ALLOWED = 4003;
+/** The server forwards one `typing` per user per room per this; so do we. */
+const TYPING_EVERY_MS = 2000;
+
+/**
+ * The claims of a JWT (its middle part), unverified; null if it is not one.
+ * For choosing rooms and showing a name before the server answers.
+ */
+export function tokenClaims(token) {
+  if (typeof token !== "string") return null;
+  const part = token.split(".")[1];
+  if (!part) return null;
+  try {
+    const base64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === "object" ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The rooms a token allows, or null for any (`rooms` absent or with `*`). */
+function allowedRooms(token) {
+  const rooms = tokenClaims(token)?.rooms;
+  if (!Array.isArray(rooms) || rooms.includes("*")) return null;
+  return new Set(rooms.filter(isRoomName));
+}
 
 /** Whether `name` is a room name the server accepts. */
 export function isRoomName(name) {
@@ -77,8 +115,9 @@ class SeenIds {
  * A chatd connection. Events (subscribe with `on(type, handler)`), each
  * handler getting one object:
  * - `state`   `{ state, attempt, retryAt }`: "connecting", "connected",
- *             "reconnecting", "offline" (after 4 failures, or no network)
- *             or "closed"; `retryAt` is when the next attempt is due (ms).
+ *             "reconnecting", "offline" (after 4 failures, or no network),
+ *             "closed", or "expired" / "unauthorized" (see below: stopped
+ *             until a new token); `retryAt` is when the next attempt is due (ms).
  * - `welcome` `{ event, reconnected }`: the server's welcome (`client_id`,
  *             `name`, `online`), after the rooms it started us in.
  * - `joined`  `{ room, members, recovered, epoch, offset, first, atConnect }`:
@@ -98,6 +137,17 @@ class SeenIds {
  * - `shutdown` `{ event, retryAfterMs }`: the server is draining; the client
  *             leaves after `retryAfterMs` and comes back.
  * - `error`   `{ code, message }`: any other `error` event.
+ * - `presence` `{ room, joins, leaves }`: users who came online in `room`
+ *             and who left (each `{ id, name }`).
+ * - `typing`  `{ room, from }`: `from` (`{ id, name }`) is typing in `room`.
+ * - `expiring` `{ secondsLeft, event }`: the token runs out soon; call
+ *             `refresh(token)` with a new one.
+ * - `expired` `{ code, reason }`: the server closed the connection because
+ *             the token ran out (4001) or is not allowed (4003); the client
+ *             stays closed until `refresh(token)`.
+ * - `unauthorized` `{ status, message }`: the server refused the token
+ *             before the upgrade (401, with its reason); no retries until
+ *             `refresh(token)`.
  * - `event`   `{ event }`: every event, as parsed, before the above.
  */
 export class ChatdClient {
@@ -105,6 +155,7 @@ export class ChatdClient {
    * @param {object} [options]
    * @param {string} [options.url] the WebSocket URL, default `/ws` on this page's host
    * @param {string} [options.name] the display name (`?name=`)
+   * @param {string} [options.token] a JWT for a server with tokens (`?token=`)
    * @param {string[]|null} [options.rooms] the rooms to be in; null or
    *   absent: whatever the server starts a connection in (`general`)
    * @param {Object<string,{offset:number,epoch:string}>} [options.positions]
@@ -117,6 +168,7 @@ export class ChatdClient {
   constructor(options = {}) {
     this.url = options.url || defaultUrl();
     this.name = options.name || "";
+    this.token = options.token || "";
     this.maxRooms = options.maxRooms || 50;
     this.seenLimit = options.seenIds || 4000;
     this.backoff = { base: options.backoffBaseMs || 500, cap: options.backoffCapMs || 15000 };
@@ -153,6 +205,12 @@ export class ChatdClient {
     this.resumeAt = null;
     this.stopped = true;
     this.clientId = null;
+    /** Who the token says we are (`welcome.user`), or null. */
+    this.user = null;
+    /** room → when we last said we were typing there. */
+    this.typingSent = new Map();
+    /** Counts connection attempts, so a late answer about an old one is ignored. */
+    this.generation = 0;
 
     if (typeof window !== "undefined" && window.addEventListener) {
       window.addEventListener("online", () => { if (!this.stopped && !this.socket) this.schedule(0); });
@@ -193,6 +251,51 @@ export class ChatdClient {
   rename(name) {
     this.name = name || "";
     this.reconnect(0);
+  }
+
+  /**
+   * A new token: sent as `refresh` on a live connection (the server keeps
+   * it open past the old `exp`), or, after `expired` or `unauthorized`,
+   * used to connect again (as it is by a client not connected yet). A
+   * token for another `sub` reconnects.
+   */
+  refresh(token) {
+    this.token = token || "";
+    const sub = tokenClaims(this.token)?.sub;
+    // The server extends a connection only for the same user; another
+    // user is another connection.
+    if (this.connected && this.user && sub !== undefined && String(sub) !== this.user.id) {
+      this.reconnect(0);
+      return;
+    }
+    if (this.connected && this.send({ type: "refresh", token: this.token })) return;
+    // Stopped for want of a (good) token, or never started: connect now.
+    // Only `close()` means closed for good.
+    if (this.stopped && this.state !== "closed") {
+      this.attempt = 0;
+      this.connect();
+    }
+  }
+
+  /** Says we are typing in `room`, at most once per 2 s; false if not sent. */
+  typing(room) {
+    if (!this.member.has(room) || !this.roomsServer) return false;
+    const now = Date.now();
+    if (now - (this.typingSent.get(room) || 0) < TYPING_EVERY_MS) return false;
+    if (!this.send({ type: "typing", room })) return false;
+    this.typingSent.set(room, now);
+    return true;
+  }
+
+  /**
+   * `GET /rooms/{room}/presence`: resolves to `{ room, users }`, each user
+   * `{ id, name, connections }`.
+   */
+  async presence(room) {
+    const response = await fetch(`${this.httpBase()}/rooms/${encodeURIComponent(room)}/presence`, { cache: "no-store" });
+    if (!response.ok) throw new Error(`presence in ${room}: HTTP ${response.status}`);
+    const body = await response.json();
+    return { room, users: Array.isArray(body.users) ? body.users.filter((u) => u && u.id !== undefined) : [] };
   }
 
   get connected() {
@@ -258,11 +361,15 @@ export class ChatdClient {
     if (before !== undefined) query.set("before", String(before));
     if (since !== undefined) query.set("since", String(since));
     query.set("limit", String(limit));
-    const base = this.url.replace(/^ws/, "http").replace(/\/ws(\?.*)?$/, "");
-    const response = await fetch(`${base}/rooms/${encodeURIComponent(room)}/history?${query}`, { cache: "no-store" });
+    const response = await fetch(`${this.httpBase()}/rooms/${encodeURIComponent(room)}/history?${query}`, { cache: "no-store" });
     if (!response.ok) throw new Error(`history of ${room}: HTTP ${response.status}`);
     const body = await response.json();
     return { ...body, events: Array.isArray(body.events) ? body.events : [] };
+  }
+
+  /** The server's HTTP origin (and path prefix), from the WebSocket URL. */
+  httpBase() {
+    return this.url.replace(/^ws/, "http").replace(/\/ws(\?.*)?$/, "");
   }
 
   // ---- the connection ----------------------------------------------------
@@ -285,7 +392,16 @@ export class ChatdClient {
   wsUrl() {
     const query = new URLSearchParams();
     if (this.name) query.append("name", this.name);
-    for (const room of [...this.wanted].slice(0, this.queryRooms)) {
+    if (this.token) query.append("token", this.token);
+    const allowed = this.token ? allowedRooms(this.token) : null;
+    let start = [...this.wanted];
+    if (allowed) {
+      start = start.filter((room) => allowed.has(room));
+      // Nothing wanted that the token allows: start in one it does (not
+      // `general`, which it may not); a first visit adopts it.
+      if (!start.length) start = [...allowed].slice(0, 1);
+    }
+    for (const room of start.slice(0, this.queryRooms)) {
       const at = this.position.get(room);
       if (at) query.append("since", `${room}:${at.offset}:${at.epoch}`);
       else query.append("room", room);
@@ -298,8 +414,10 @@ export class ChatdClient {
     clearTimeout(this.retryTimer);
     if (!this.everConnected) this.setState("connecting", null);
     let ws;
+    const url = this.wsUrl();
+    const generation = ++this.generation;
     try {
-      ws = new (this.WebSocketClass || globalThis.WebSocket)(this.wsUrl());
+      ws = new (this.WebSocketClass || globalThis.WebSocket)(url);
     } catch {
       this.failed(false);
       return;
@@ -314,11 +432,55 @@ export class ChatdClient {
       if (event.type === "welcome") welcomed = true;
       this.handle(event);
     };
-    ws.onclose = () => {
+    ws.onclose = (e) => {
       if (this.socket !== ws) return; // replaced on purpose
       this.socket = null;
-      this.failed(welcomed);
+      if (e && (e.code === CLOSE_EXPIRED || e.code === CLOSE_NOT_ALLOWED)) {
+        this.stopFor("expired", { code: e.code, reason: String(e.reason || "") });
+        return;
+      }
+      if (welcomed) { this.failed(true); return; }
+      this.probe(url).then((refusal) => {
+        // Superseded meanwhile (a rename, a close, another attempt).
+        if (generation !== this.generation || this.socket !== null || this.stopped) return;
+        if (refusal) this.stopFor("unauthorized", refusal);
+        else this.failed(false);
+      });
     };
+  }
+
+  /**
+   * Why the upgrade to `url` failed, if the server refused its token: asks
+   * the same URL over plain HTTP and returns `{ status, message }` for a
+   * 401, else null (retry as usual).
+   */
+  async probe(url) {
+    if (typeof fetch !== "function") return null;
+    try {
+      const response = await fetch(url.replace(/^ws/, "http"), { cache: "no-store" });
+      if (response.status !== 401) return null;
+      let message = "the server needs a valid token";
+      try {
+        const body = await response.json();
+        if (body && typeof body.message === "string") message = body.message;
+      } catch { /* a 401 without JSON: keep the general reason */ }
+      return { status: 401, message };
+    } catch {
+      return null; // no server: the usual backoff
+    }
+  }
+
+  /** Stops for a reason only a new token fixes; `refresh(token)` resumes. */
+  stopFor(state, detail) {
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.leaveTimer);
+    this.stopped = true;
+    this.resumeAt = null;
+    this.member.clear();
+    this.joinQueue.length = 0;
+    this.joinInFlight = null;
+    this.setState(state, null);
+    this.emit(state, detail);
   }
 
   /** The socket closed (or never opened): wait, then try again. */
@@ -354,6 +516,7 @@ export class ChatdClient {
   /** Closes the socket on purpose and connects again after `delay`. */
   reconnect(delay) {
     clearTimeout(this.leaveTimer);
+    this.generation += 1;
     this.resumeAt = null;
     const old = this.socket;
     this.socket = null;
@@ -388,6 +551,19 @@ export class ChatdClient {
         break;
       }
       case "error": this.onError(event); break;
+      case "presence":
+        if (this.member.has(event.room)) {
+          this.emit("presence", { room: event.room, joins: users(event.joins), leaves: users(event.leaves) });
+        }
+        break;
+      case "typing":
+        if (this.member.has(event.room) && event.from && typeof event.from === "object") {
+          this.emit("typing", { room: event.room, from: { id: String(event.from.id ?? ""), name: String(event.from.name ?? "?") } });
+        }
+        break;
+      case "token_expiring":
+        this.emit("expiring", { secondsLeft: Math.max(0, Number(event.seconds_left) || 0), event });
+        break;
       default: break;
     }
   }
@@ -404,6 +580,9 @@ export class ChatdClient {
    */
   onWelcome(event) {
     this.clientId = String(event.client_id);
+    this.user = event.user && typeof event.user === "object"
+      ? { id: String(event.user.id ?? ""), name: String(event.user.name ?? "") }
+      : null;
     this.attempt = 0;
     this.resumeAt = null;
     this.queryRooms = this.maxRooms;
@@ -520,6 +699,13 @@ export class ChatdClient {
     }
     this.emit("error", { code, message });
   }
+}
+
+/** A `presence` list as `{ id, name }` objects. */
+function users(list) {
+  return (Array.isArray(list) ? list : [])
+    .filter((u) => u && typeof u === "object" && u.id !== undefined)
+    .map((u) => ({ id: String(u.id), name: String(u.name ?? u.id) }));
 }
 
 function validPosition(at) {

@@ -34,6 +34,42 @@ pub enum Scheme {
     Dark,
 }
 
+/// The HS256 secret of [`TestChat::start_with_tokens`].
+pub const SECRET: &str = "browser-test-secret-0123456789abcdef";
+
+/// An HS256 token for [`SECRET`], signed here as an application would: user
+/// `sub` called `name`, valid for `valid_for`, for any room.
+pub fn token(sub: &str, name: &str, valid_for: Duration) -> String {
+    sign(json!({ "sub": sub, "name": name, "exp": unix_now() + valid_for.as_secs() }))
+}
+
+/// Like [`token`] (valid for an hour), allowing only `rooms`.
+pub fn token_for_rooms(sub: &str, name: &str, rooms: &[&str]) -> String {
+    sign(json!({ "sub": sub, "name": name, "exp": unix_now() + 3600, "rooms": rooms }))
+}
+
+/// Like [`token`], but it expired two minutes ago (past any leeway).
+pub fn expired_token(sub: &str, name: &str) -> String {
+    sign(json!({ "sub": sub, "name": name, "exp": unix_now() - 120 }))
+}
+
+/// Seconds since 1970, as `exp` counts them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+fn sign(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("an HMAC key"),
+    )
+    .expect("the token is signed")
+}
+
 /// Whether the browser draws scrollbars. Pictures for the README hide them;
 /// a test about a stray scrollbar needs them drawn.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +94,12 @@ impl TestChat {
     /// skip (see [`Browser::launch`]).
     pub fn start() -> Option<Self> {
         Self::start_with(&[])
+    }
+
+    /// Like [`TestChat::start`], with tokens required: chatd verifies HS256
+    /// tokens signed with [`SECRET`] (see [`token`]).
+    pub fn start_with_tokens() -> Option<Self> {
+        Self::start_with(&[("AUTH_JWT_SECRET", SECRET)])
     }
 
     /// Like [`TestChat::start`], with `env` added to chatd's environment.
@@ -148,6 +190,32 @@ impl TestChat {
         Bot { socket }
     }
 
+    /// A fresh browser following a sign-in link, `/#token=…` (or
+    /// `/#room&token=…` with `room`); returns once the page has loaded,
+    /// connected or not.
+    pub async fn open_signed_in_link(&mut self, room: Option<&str>, token: &str) -> Page {
+        let fragment = match room {
+            Some(room) => format!("/#{room}&token={token}"),
+            None => format!("/#token={token}"),
+        };
+        self.browser.open(&self.server.url(&fragment)).await
+    }
+
+    /// A fresh browser showing `path`; returns once the page has loaded,
+    /// connected or not.
+    pub async fn open_page(&mut self, path: &str) -> Page {
+        self.browser.open(&self.server.url(path)).await
+    }
+
+    /// A fresh browser signed in with a token for `sub`/`name` (valid for
+    /// an hour) from a `/#token=…` link, connected.
+    pub async fn open_chat_signed_in(&mut self, sub: &str, name: &str) -> Page {
+        let token = token(sub, name, Duration::from_secs(3600));
+        let page = self.open_signed_in_link(None, &token).await;
+        page.wait_for_state("connected").await;
+        page
+    }
+
     /// A fresh browser showing the chat page, connected under the name the
     /// server gave it.
     pub async fn open_chat(&mut self) -> Page {
@@ -193,6 +261,33 @@ impl TestChat {
     /// one used.
     pub fn restart_server(&mut self) {
         self.server = self.restart_on_same_port(&self.server);
+    }
+
+    /// Waits until `GET /rooms/{room}/presence` counts `connections` for
+    /// user `id` (0: not listed).
+    pub async fn wait_for_connections(&self, room: &str, id: &str, connections: u64) {
+        let client = awc::Client::builder().timeout(WAIT).finish();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut response = client
+                .get(self.server.url(&format!("/rooms/{room}/presence")))
+                .send()
+                .await
+                .expect("GET /rooms/{R}/presence answers");
+            let body: Value = response.json().await.expect("the presence is JSON");
+            let now = body["users"]
+                .as_array()
+                .and_then(|users| users.iter().find(|u| u["id"] == id))
+                .map_or(0, |u| u["connections"].as_u64().unwrap_or(0));
+            if now == connections {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never had {connections} connections in {room}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `POST /notify?message=…`; returns the status.
@@ -740,6 +835,106 @@ impl Page {
     pub async fn set_hash(&self, name: &str) {
         self.eval(&format!("location.hash = {}; return true;", json!(name)))
             .await;
+    }
+
+    /// The open room's member list, top to bottom: each member's name, with
+    /// " (you)" for this page's own user.
+    pub async fn members(&self) -> Vec<String> {
+        let value = self
+            .eval(
+                "return [...document.querySelectorAll('#member-list .member')].map((m) => \
+                   m.querySelector('.member-name').textContent + \
+                   ([...m.querySelectorAll('.member-note')].some((n) => n.textContent === 'you') \
+                     ? ' (you)' : ''));",
+            )
+            .await;
+        serde_json::from_value(value).expect("members as JSON")
+    }
+
+    /// Waits until the open room's member list is exactly `names` (sorted
+    /// as [`Page::members`] lists them: you first, then by name).
+    pub async fn wait_for_members(&self, names: &[&str]) {
+        let want = json!(names);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.members().await;
+            if json!(now) == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the member list stayed {now:?}, not {names:?}; the page shows:\n{}",
+                self.transcript().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The line under the open room's title that says who is typing; empty
+    /// when nobody is (or it is hidden).
+    pub async fn typing_line(&self) -> String {
+        let value = self
+            .eval(
+                "const t = document.getElementById('typing'); \
+                 return t.hidden ? '' : t.textContent;",
+            )
+            .await;
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits until the typing line says `text`.
+    pub async fn wait_for_typing(&self, text: &str) {
+        self.wait_until(
+            &format!(
+                "!document.getElementById('typing').hidden \
+                 && document.getElementById('typing').textContent === {}",
+                json!(text)
+            ),
+            &format!("the typing line {text:?}"),
+        )
+        .await;
+    }
+
+    /// Who the page says the reader is in token mode ("Signed in as"), and
+    /// whether the name field is hidden.
+    pub async fn identity(&self) -> (String, bool) {
+        let value = self
+            .eval(
+                "return [document.getElementById('identity').hidden ? '' \
+                   : document.getElementById('user-name').textContent, \
+                   document.getElementById('name-field').hidden];",
+            )
+            .await;
+        serde_json::from_value(value).expect("identity as JSON")
+    }
+
+    /// The address bar, as the reader sees it.
+    pub async fn address(&self) -> String {
+        let value = self.eval("return location.href;").await;
+        value.as_str().expect("an address").to_string()
+    }
+
+    /// Waits until the page asks for a token with a reason containing `text`.
+    pub async fn wait_for_token_request(&self, text: &str) {
+        self.wait_until(
+            &format!(
+                "!document.getElementById('token-form').hidden \
+                 && document.getElementById('token-reason').textContent.includes({})",
+                json!(text)
+            ),
+            &format!("the token field, saying {text:?}"),
+        )
+        .await;
+    }
+
+    /// Pastes `token` into the token field and signs in with it.
+    pub async fn paste_token(&self, token: &str) {
+        let field = self.find("#token").await;
+        field.clear().await.expect("the token field clears");
+        field
+            .send_keys(&format!("{token}{ENTER}"))
+            .await
+            .expect("the token is typed");
     }
 
     /// Everything in the message list, one line per row, for failure messages.

@@ -7,6 +7,7 @@ mod chat;
 mod composer;
 mod helpers;
 mod history;
+mod identity;
 mod reconnect;
 #[path = "../common/redis_server.rs"]
 mod redis_server;
