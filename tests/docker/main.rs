@@ -15,6 +15,7 @@
 //! loud `SKIPPED` line, except under `CI=true`, where they fail.
 
 mod client;
+mod compose_file;
 mod drain;
 mod network_fault;
 mod quick_start;

@@ -13,7 +13,12 @@ fn clients_through_nginx_reach_both_replicas_and_a_stopped_one_sends_new_ones_to
         |mut stack| async move {
             // Arrange
             stack = stack.with_replicas();
-            stack.write_env("SHUTDOWN_TIMEOUT=5\nPERIODIC_NOTIFICATION=0");
+            // A .env written for `cargo run` (loopback, a local Redis): the
+            // compose file's pinned settings win, or nothing would relay.
+            stack.write_env(
+                "SHUTDOWN_TIMEOUT=5\nPERIODIC_NOTIFICATION=0\n\
+                 API_HOST=127.0.0.1\nREDIS_URL=redis://127.0.0.1:6379/0",
+            );
             stack.up().await;
             let a = stack.server_id("chatd-a", 1).await;
             let b = stack.server_id("chatd-b", 1).await;

@@ -19,8 +19,10 @@ const SAY_EVERY: Duration = Duration::from_millis(250);
 /// What one client saw: every chat message, live or recovered, in order.
 #[derive(Default)]
 struct View {
-    /// (id, offset) of each `echo`, in the order it arrived.
-    messages: Vec<(String, u64)>,
+    /// (id, offset, how) of each `echo`, in the order it arrived; how is
+    /// `live` or `history`, and the connection's number.
+    messages: Vec<(String, u64, String)>,
+    name: String,
     /// Connections after the first.
     reconnects: usize,
     /// Joins that resumed with `recovered: false`.
@@ -35,7 +37,10 @@ async fn chatty_client(
     talking: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> View {
-    let mut view = View::default();
+    let mut view = View {
+        name: name.clone(),
+        ..View::default()
+    };
     let mut since: Option<(u64, String)> = None;
     let mut said = 0u32;
     while !done.load(Ordering::SeqCst) {
@@ -59,7 +64,8 @@ async fn chatty_client(
             .as_ref()
             .map_or(joined["offset"].as_u64().unwrap_or(0), |s| s.0);
         for event in joined["history"].as_array().into_iter().flatten() {
-            record(&mut view, &mut last, event);
+            let how = format!("history of connection {}", view.reconnects);
+            record(&mut view, &mut last, event, how);
         }
 
         // Talk and listen until told to go, or the connection ends.
@@ -80,7 +86,10 @@ async fn chatty_client(
                     let wait = event["retry_after_ms"].as_u64().expect("a retry_after_ms");
                     leave_at = Some(Instant::now() + Duration::from_millis(wait));
                 }
-                Next::Event(event) => record(&mut view, &mut last, &event),
+                Next::Event(event) => {
+                    let how = format!("live on connection {}", view.reconnects);
+                    record(&mut view, &mut last, &event, how);
+                }
                 Next::Quiet => {}
                 Next::Ended => break,
             }
@@ -91,15 +100,15 @@ async fn chatty_client(
     view
 }
 
-fn record(view: &mut View, last: &mut u64, event: &Value) {
+fn record(view: &mut View, last: &mut u64, event: &Value, how: String) {
     if event["type"] != "echo" {
         return;
     }
     let offset = event["offset"]
         .as_u64()
         .expect("Redis is up: every echo is stored");
-    view.messages
-        .push((event["id"].as_str().unwrap().to_string(), offset));
+    let id = event["id"].as_str().unwrap().to_string();
+    view.messages.push((id, offset, how));
     *last = (*last).max(offset);
 }
 
@@ -162,16 +171,24 @@ fn a_rolling_restart_of_both_replicas_loses_and_repeats_no_message() {
             // Assert: every stored message reached every client exactly once.
             let stored: BTreeMap<&str, u64> = views
                 .iter()
-                .flat_map(|v| v.messages.iter().map(|(id, offset)| (id.as_str(), *offset)))
+                .flat_map(|v| {
+                    v.messages
+                        .iter()
+                        .map(|(id, offset, _)| (id.as_str(), *offset))
+                })
                 .collect();
             let (mut lost, mut repeated) = (0, 0);
             for view in &views {
                 let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-                for (id, _) in &view.messages {
+                for (id, _, _) in &view.messages {
                     *counts.entry(id.as_str()).or_default() += 1;
                 }
                 lost += stored.keys().filter(|id| !counts.contains_key(*id)).count();
                 repeated += counts.values().map(|n| n - 1).sum::<usize>();
+                for (id, _) in counts.iter().filter(|(_, n)| **n > 1) {
+                    let copies: Vec<_> = view.messages.iter().filter(|m| m.0 == *id).collect();
+                    eprintln!("rolling restart: {} got {id} twice: {copies:?}", view.name);
+                }
             }
             let reconnects: usize = views.iter().map(|v| v.reconnects).sum();
             let unrecovered: usize = views.iter().map(|v| v.unrecovered).sum();
@@ -196,7 +213,8 @@ fn a_rolling_restart_of_both_replicas_loses_and_repeats_no_message() {
             // as a set: every one from the first on, no gap.
             let mut swapped = 0;
             for view in &views {
-                let offsets: Vec<u64> = view.messages.iter().map(|(_, offset)| *offset).collect();
+                let offsets: Vec<u64> =
+                    view.messages.iter().map(|(_, offset, _)| *offset).collect();
                 swapped += offsets.windows(2).filter(|pair| pair[1] < pair[0]).count();
                 let mut sorted = offsets.clone();
                 sorted.sort_unstable();

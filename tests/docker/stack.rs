@@ -55,6 +55,36 @@ where
     );
 }
 
+/// `docker compose config` of `docker/compose.yml` with the replicas
+/// profile, as JSON; `None` (after a loud line) without Compose v2, which
+/// fails the test `name` under `CI=true`.
+pub fn compose_config(name: &str) -> Option<Value> {
+    if let Err(why) = compose_is_v2() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name}: {why}; .ci/run installs Compose v2"
+        );
+        eprintln!("SKIPPED docker test {name}: {why}");
+        return None;
+    }
+    let mut config = Command::new("docker");
+    config
+        .args([
+            "compose",
+            "--profile",
+            "replicas",
+            "config",
+            "--format",
+            "json",
+        ])
+        .current_dir(repository())
+        .env("COMPOSE_FILE", "docker/compose.yml")
+        .env_remove("COMPOSE_PROFILES");
+    let (code, json, errors) = run_split(config, WAIT).expect("docker compose config runs");
+    assert_eq!(code, 0, "docker compose config: {errors}");
+    Some(serde_json::from_str(&json).expect("docker compose config prints JSON"))
+}
+
 /// `Ok` when `docker info` reaches an engine and `docker compose` is v2.
 fn docker_answers() -> Result<(), String> {
     let mut info = Command::new("docker");
@@ -64,6 +94,11 @@ fn docker_answers() -> Result<(), String> {
         Ok((_, output)) => return Err(format!("no Docker engine answers: {}", output.trim())),
         Err(why) => return Err(format!("no Docker engine answers: {why}")),
     }
+    compose_is_v2()
+}
+
+/// `Ok` when `docker compose` is Compose v2.
+fn compose_is_v2() -> Result<(), String> {
     let mut compose = Command::new("docker");
     compose.args(["compose", "version", "--short"]);
     match run_bounded(compose, Duration::from_secs(20)) {
