@@ -1,6 +1,7 @@
 //! One compose stack per test: a fresh copy of the checkout, its own compose
 //! project name, ports and chatd image, and a guard that removes all of it.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Read;
 use std::net::TcpListener;
@@ -38,6 +39,7 @@ where
         eprintln!("SKIPPED docker test {name}: {why}");
         return;
     }
+    sweep_leftovers();
     let stack = Stack::fresh_checkout(name);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -83,6 +85,56 @@ pub fn compose_config(name: &str) -> Option<Value> {
     let (code, json, errors) = run_split(config, WAIT).expect("docker compose config runs");
     assert_eq!(code, 0, "docker compose config: {errors}");
     Some(serde_json::from_str(&json).expect("docker compose config prints JSON"))
+}
+
+/// Takes down, once per test binary, the projects of earlier runs whose
+/// process is gone without its guards having run (killed, say): compose
+/// projects named `chatd-test-<pid>-…` with no process `<pid>`.
+fn sweep_leftovers() {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(|| {
+        let mut projects = BTreeSet::new();
+        for kind in ["container", "network", "volume"] {
+            let mut list = Command::new("docker");
+            list.args([
+                kind,
+                "ls",
+                "--quiet",
+                "--filter",
+                "label=com.docker.compose.project",
+            ]);
+            if kind == "container" {
+                list.arg("--all");
+            }
+            list.args(["--format", "{{.Label \"com.docker.compose.project\"}}"]);
+            if let Ok((0, listing)) = run_bounded(list, WAIT) {
+                projects.extend(listing.lines().map(str::trim).map(String::from));
+            }
+        }
+        for project in projects {
+            let Some(pid) = project
+                .strip_prefix("chatd-test-")
+                .and_then(|rest| rest.split('-').next())
+            else {
+                continue;
+            };
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            eprintln!("docker tests: taking down {project}, left by an earlier run");
+            let mut down = Command::new("docker");
+            down.args([
+                "compose",
+                "-p",
+                &project,
+                "down",
+                "--volumes",
+                "--remove-orphans",
+            ])
+            .args(["--timeout", "0"]);
+            let _ = run_bounded(down, Duration::from_secs(120));
+        }
+    });
 }
 
 /// `Ok` when `docker info` reaches an engine and `docker compose` is v2.
