@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{ws_url, Next, WsClient};
-use crate::stack::container_test;
+use crate::stack::{container_test, report};
 
 /// How often each client says something while the test talks.
 const SAY_EVERY: Duration = Duration::from_millis(250);
@@ -187,16 +187,19 @@ fn a_rolling_restart_of_both_replicas_loses_and_repeats_no_message() {
                 repeated += counts.values().map(|n| n - 1).sum::<usize>();
                 for (id, _) in counts.iter().filter(|(_, n)| **n > 1) {
                     let copies: Vec<_> = view.messages.iter().filter(|m| m.0 == *id).collect();
-                    eprintln!("rolling restart: {} got {id} twice: {copies:?}", view.name);
+                    report(&format!(
+                        "rolling restart: {} got {id} twice: {copies:?}",
+                        view.name
+                    ));
                 }
             }
             let reconnects: usize = views.iter().map(|v| v.reconnects).sum();
             let unrecovered: usize = views.iter().map(|v| v.unrecovered).sum();
-            eprintln!(
+            report(&format!(
                 "rolling restart: {} messages, 4 clients, {reconnects} reconnects, \
-             lost {lost}, repeated {repeated}, unrecovered joins {unrecovered}",
+                 lost {lost}, repeated {repeated}, unrecovered joins {unrecovered}",
                 stored.len()
-            );
+            ));
             assert!(
                 stored.len() > 40,
                 "a live conversation: {} messages",
@@ -225,7 +228,9 @@ fn a_rolling_restart_of_both_replicas_loses_and_repeats_no_message() {
                     "no gap"
                 );
             }
-            eprintln!("rolling restart: {swapped} live events arrived before an older one");
+            report(&format!(
+                "rolling restart: {swapped} live events arrived before an older one"
+            ));
         },
     );
 }

@@ -36,7 +36,7 @@ where
             std::env::var("CI").as_deref() != Ok("true"),
             "{name}: {why}; CI must run the container tests (.ci/run installs Compose v2)"
         );
-        eprintln!("SKIPPED docker test {name}: {why}");
+        skipped(name, &why);
         return;
     }
     sweep_leftovers();
@@ -51,10 +51,10 @@ where
             panic!("{name} did not finish within {limit:?}");
         }
     });
-    eprintln!(
+    report(&format!(
         "docker test {name}: {:.1}s",
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// `docker compose config` of `docker/compose.yml` with the replicas
@@ -66,7 +66,7 @@ pub fn compose_config(name: &str) -> Option<Value> {
             std::env::var("CI").as_deref() != Ok("true"),
             "{name}: {why}; .ci/run installs Compose v2"
         );
-        eprintln!("SKIPPED docker test {name}: {why}");
+        skipped(name, &why);
         return None;
     }
     let mut config = Command::new("docker");
@@ -85,6 +85,19 @@ pub fn compose_config(name: &str) -> Option<Value> {
     let (code, json, errors) = run_split(config, WAIT).expect("docker compose config runs");
     assert_eq!(code, 0, "docker compose config: {errors}");
     Some(serde_json::from_str(&json).expect("docker compose config prints JSON"))
+}
+
+/// Says that `name` was skipped, on the terminal itself.
+fn skipped(name: &str, why: &str) {
+    report(&format!("SKIPPED docker test {name}: {why}"));
+}
+
+/// Writes `line` to stderr past the test harness, which captures the
+/// `eprintln!` of passing tests: for skips, durations and counts that CI's
+/// log should show.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Takes down, once per test binary, the projects of earlier runs whose
@@ -121,7 +134,9 @@ fn sweep_leftovers() {
             if Path::new("/proc").join(pid).exists() {
                 continue;
             }
-            eprintln!("docker tests: taking down {project}, left by an earlier run");
+            report(&format!(
+                "docker tests: taking down {project}, left by an earlier run"
+            ));
             let mut down = Command::new("docker");
             down.args([
                 "compose",
