@@ -118,13 +118,22 @@ impl WsClient {
 
     /// The next `echo` whose message is `text`, skipping others.
     pub async fn next_echo_of(&mut self, text: &str) -> Value {
+        self.next_event_where(&format!("echo of {text:?}"), |event| {
+            event["type"] == "echo" && event["message"] == text
+        })
+        .await
+    }
+
+    /// The next event for which `wanted` holds, skipping others; fails after
+    /// [`WAIT`], naming `what` it waited for.
+    pub async fn next_event_where(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next_event_within(left).await {
-                Some(event) if event["type"] == "echo" && event["message"] == text => return event,
+                Some(event) if wanted(&event) => return event,
                 Some(_) => continue,
-                None => panic!("no echo of {text:?} within {WAIT:?}"),
+                None => panic!("no {what} within {WAIT:?}"),
             }
         }
     }
