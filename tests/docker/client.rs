@@ -52,13 +52,13 @@ pub async fn connect_ws(url: &str) -> (WsClient, Value) {
 }
 
 impl WsClient {
-    /// Connects, or `None` when the handshake fails or takes too long.
-    pub async fn try_connect(url: &str) -> Option<Self> {
-        let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .ok()?
-            .ok()?;
-        Some(Self { stream })
+    /// Connects, or says why the handshake failed or took too long.
+    pub async fn try_connect(url: &str) -> Result<Self, String> {
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
+            Ok(Ok((stream, _))) => Ok(Self { stream }),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("no handshake within {WAIT:?}")),
+        }
     }
 
     pub async fn connect(url: &str) -> Self {

@@ -148,8 +148,24 @@ fn sweep_leftovers() {
             ])
             .args(["--timeout", "0"]);
             let _ = run_bounded(down, Duration::from_secs(120));
+            remove_images(&project, "");
         }
     });
+}
+
+/// Removes `tag` and the images compose built for `project` that lost their
+/// tag to a later build (chatd, chatd-a and chatd-b build one tag in turn).
+fn remove_images(project: &str, tag: &str) {
+    if !tag.is_empty() {
+        let mut rmi = Command::new("docker");
+        rmi.args(["image", "rm", "--force", tag]);
+        let _ = run_bounded(rmi, Duration::from_secs(60));
+    }
+    let mut prune = Command::new("docker");
+    prune
+        .args(["image", "prune", "--force", "--filter"])
+        .arg(format!("label=com.docker.compose.project={project}"));
+    let _ = run_bounded(prune, Duration::from_secs(60));
 }
 
 /// `Ok` when `docker info` reaches an engine and `docker compose` is v2.
@@ -484,9 +500,7 @@ impl Stack {
             Ok((_, output)) => eprintln!("{}: down failed: {output}", self.project),
             Err(why) => eprintln!("{}: down: {why}", self.project),
         }
-        let mut rmi = Command::new("docker");
-        rmi.args(["image", "rm", "--force", &self.image]);
-        let _ = run_bounded(rmi, Duration::from_secs(60));
+        remove_images(&self.project, &self.image);
     }
 }
 
