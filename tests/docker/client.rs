@@ -15,6 +15,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// in the API tests: the stack shares two cores with the engine.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The offset a stored event carries: 1 or more. An event that was not
+/// stored (chatd without Redis) has none, or 0.
+pub fn stored_offset(event: &Value) -> Option<u64> {
+    event["offset"].as_u64().filter(|offset| *offset > 0)
+}
+
 /// `ws://127.0.0.1:{port}/ws{query}`
 pub fn ws_url(port: u16, query: &str) -> String {
     format!("ws://127.0.0.1:{port}/ws{query}")

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::client::{connect_to_server, connect_ws, ws_url};
+use crate::client::{connect_to_server, connect_ws, stored_offset, ws_url};
 use crate::stack::container_test;
 
 #[test]
@@ -24,9 +24,8 @@ fn a_replica_cut_off_from_redis_keeps_its_clients_and_they_recover_what_they_mis
             let (mut bob, _) = connect_to_server(port, "bob", &b).await;
             let epoch = welcome["rooms"][0]["epoch"].as_str().unwrap().to_string();
             bob.say("before").await;
-            let last_seen = ana.next_echo_of("before").await["offset"]
-                .as_u64()
-                .expect("stored before the fault");
+            let last_seen =
+                stored_offset(&ana.next_echo_of("before").await).expect("stored before the fault");
             bob.next_echo_of("before").await;
 
             // Act: cut chatd-a off from Redis; its clients stay connected.
@@ -42,15 +41,12 @@ fn a_replica_cut_off_from_redis_keeps_its_clients_and_they_recover_what_they_mis
             for text in from_b {
                 bob.say(text).await;
                 let echo = bob.next_echo_of(text).await;
-                assert!(
-                    echo["offset"].as_u64().is_some(),
-                    "chatd-b stores on: {echo}"
-                );
+                assert!(stored_offset(&echo).is_some(), "chatd-b stores on: {echo}");
             }
             for text in from_a {
                 ana.say(text).await;
                 let echo = ana.next_echo_of(text).await;
-                assert!(echo["offset"].is_null(), "chatd-a has no Redis: {echo}");
+                assert_eq!(stored_offset(&echo), None, "chatd-a has no Redis: {echo}");
             }
             stack
                 .docker(&["network", "connect", &store, &chatd_a])
@@ -60,7 +56,7 @@ fn a_replica_cut_off_from_redis_keeps_its_clients_and_they_recover_what_they_mis
             // Assert: chatd-a's outbox reaches bob, stored...
             for echo in bob.next_echoes_of(&from_a).await {
                 assert!(
-                    echo["offset"].as_u64().is_some(),
+                    stored_offset(&echo).is_some(),
                     "stored after the fault: {echo}"
                 );
             }

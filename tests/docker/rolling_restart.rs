@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{ws_url, Next, WsClient};
+use crate::client::{stored_offset, ws_url, Next, WsClient};
 use crate::stack::{container_test, report};
 
 /// How often each client says something while the test talks.
@@ -112,7 +112,7 @@ fn record(view: &mut View, last: &mut u64, event: &Value, how: String) {
         return;
     }
     let id = event["id"].as_str().unwrap().to_string();
-    let Some(offset) = event["offset"].as_u64() else {
+    let Some(offset) = stored_offset(event) else {
         // Not stored: this chatd has lost its Redis link (see the test).
         view.unstored += 1;
         return;

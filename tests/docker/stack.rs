@@ -277,7 +277,10 @@ impl Stack {
         let mut strip = Command::new("strip");
         strip.arg("-o").arg(dir.join(&binary)).arg(built);
         if !matches!(run_bounded(strip, WAIT), Ok((0, _))) {
-            std::fs::copy(built, dir.join(&binary)).expect("the chatd binary is copied");
+            let to = dir.join(&binary);
+            std::fs::copy(built, &to).unwrap_or_else(|err| {
+                panic!("copy {} to {}: {err}", built.display(), to.display())
+            });
         }
 
         let image = format!("chatd-test/{name}:{}", std::process::id());
