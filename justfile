@@ -20,7 +20,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# What CI runs (installs redis-server and chromium when missing).
+# What CI runs (installs redis-server, chromium, debootstrap and Compose v2 when missing).
 ci:
     bash .ci/run
 
@@ -33,8 +33,19 @@ screenshot:
     SCREENSHOT_DIR=static/img cargo test --test browser screenshot
 
 # --- Docker: the original's make targets (the stack is docker/compose.yml) ---
+# Without a container registry, `eval "$(docker/images.sh)"` first (or
+# `just docker-images`, which prints the same lines).
 
 compose := "docker compose -f docker/compose.yml"
+
+# Make the local base images from Debian's packages and build chatd; prints the `export` lines to eval.
+docker-images:
+    @bash docker/images.sh
+
+# Run only the container tests (real images, real containers; needs a Docker engine and Compose v2).
+docker-test *args:
+    SKIP_CARGO=1 bash docker/images.sh >/dev/null
+    cargo test --test docker {{args}}
 
 # Build the chatd image (chatd:local).
 build:
@@ -68,10 +79,6 @@ ps:
 clean:
     {{compose}} --profile replicas down --volumes --remove-orphans
     -docker image rm chatd:local
-
-# Check the Docker files without a Docker engine (compose config, paths, promises).
-docker-check:
-    bash docker/check.sh
 
 # Two processes (ports 8001 and 8002) sharing one Redis; Ctrl-C stops both.
 pair redis="redis://127.0.0.1:6379":

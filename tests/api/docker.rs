@@ -1,6 +1,8 @@
-//! What can be checked of the Docker setup without a Docker engine: the
-//! `chatd healthcheck` subcommand the image's HEALTHCHECK runs, the paths the
-//! Dockerfile copies, and the compose file (through `docker/check.sh`).
+//! What the container tests (`tests/docker/`) cannot show: how `chatd
+//! healthcheck`, which the image's HEALTHCHECK runs, answers an unhealthy
+//! server (a real run shows it healthy), and the paths the Dockerfile's
+//! `source` stage copies (the container tests build the `prebuilt` stage, as
+//! no Rust image can be had here).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -9,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::WAIT;
-use crate::server_process::{chatd_command, ServerProcess};
+use crate::server_process::chatd_command;
 
 /// Runs `chatd healthcheck` against `port`: its exit code and its output.
 fn run_healthcheck(port: u16) -> (i32, String) {
@@ -73,17 +75,6 @@ fn fake_server(answer: &'static str) -> u16 {
 }
 
 #[test]
-fn healthcheck_exits_0_against_a_running_server() {
-    let server = ServerProcess::start(&[]);
-
-    let (code, output) = run_healthcheck(server.address.port());
-
-    assert_eq!(code, 0, "{output}");
-    assert_eq!(output.lines().count(), 1, "one line: {output}");
-    assert!(output.starts_with("healthy:"), "{output}");
-}
-
-#[test]
 fn healthcheck_exits_1_when_nothing_listens() {
     let (code, output) = run_healthcheck(closed_port());
 
@@ -142,7 +133,13 @@ fn every_path_the_dockerfile_copies_from_the_context_exists_and_is_not_dockerign
             continue;
         }
         let paths: Vec<&str> = words.into_iter().filter(|w| !w.starts_with("--")).collect();
-        sources.extend(paths[..paths.len() - 1].iter().map(|p| p.to_string()));
+        // `COPY ${CHATD_BINARY} …` (the prebuilt stage) names a build argument.
+        sources.extend(
+            paths[..paths.len() - 1]
+                .iter()
+                .filter(|p| !p.starts_with('$'))
+                .map(|p| p.to_string()),
+        );
     }
 
     assert!(
@@ -157,32 +154,4 @@ fn every_path_the_dockerfile_copies_from_the_context_exists_and_is_not_dockerign
             "COPY {source}: excluded by .dockerignore"
         );
     }
-}
-
-/// `docker/check.sh` validates the compose file with Debian's
-/// `docker-compose config`. CI installs docker-compose (`.ci/run`); elsewhere
-/// the test is skipped, loudly, when it is missing.
-#[test]
-fn the_compose_file_passes_docker_check() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let installed = Command::new("docker-compose")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "docker-compose is missing in CI: .ci/run should install it"
-        );
-        eprintln!("SKIPPED the_compose_file_passes_docker_check: docker-compose is not installed");
-        return;
-    }
-
-    let mut check = Command::new("bash");
-    check.arg(root.join("docker/check.sh")).current_dir(root);
-    let (code, output) = run_bounded(check, Duration::from_secs(60));
-
-    assert_eq!(code, 0, "docker/check.sh failed:\n{output}");
 }
