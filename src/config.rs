@@ -123,6 +123,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// How often a drain logs its progress.
     pub shutdown_progress_interval: Duration,
+    /// Over how long the clients left at the drain deadline are closed, in
+    /// batches; zero closes them all at once.
+    pub shutdown_close_spread: Duration,
     /// How often every client gets a periodic notification; `None` is off.
     pub periodic_notification: Option<Duration>,
     pub limits: Limits,
@@ -194,6 +197,7 @@ impl Config {
             log_level: log_level(&env)?,
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 1800, 0)?,
             shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL", 5, 1)?,
+            shutdown_close_spread: env.seconds("SHUTDOWN_CLOSE_SPREAD", 5, 0)?,
             periodic_notification: (!periodic.is_zero()).then_some(periodic),
             limits,
             history,
@@ -348,7 +352,9 @@ fn expected_range(var: &str) -> &'static str {
         "API_PORT" => "a port number from 0 to 65535 (0 = any free port)",
         "REDIS_PORT" => "a port number from 1 to 65535",
         "WORKERS" => "a whole number of worker threads from 1 to 1024",
-        "PERIODIC_NOTIFICATION" | "SHUTDOWN_TIMEOUT" => "a whole number of seconds, 0 or more",
+        "PERIODIC_NOTIFICATION" | "SHUTDOWN_TIMEOUT" | "SHUTDOWN_CLOSE_SPREAD" => {
+            "a whole number of seconds, 0 or more"
+        }
         "HEARTBEAT_INTERVAL" | "CLIENT_TIMEOUT" | "SHUTDOWN_PROGRESS_INTERVAL" | "HISTORY_TTL" => {
             "a whole number of seconds, 1 or more"
         }

@@ -116,6 +116,7 @@ impl Application {
             DrainPolicy {
                 timeout: config.shutdown_timeout,
                 progress_interval: config.shutdown_progress_interval,
+                close_spread: config.shutdown_close_spread,
                 workers: config.workers,
             },
         )
