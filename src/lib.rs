@@ -13,6 +13,7 @@ pub mod frame_guard;
 pub mod healthcheck;
 pub mod history;
 pub mod http;
+pub mod idempotency;
 pub mod presence;
 pub mod protocol;
 pub mod rate_limit;

@@ -19,8 +19,10 @@ use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCo
 use crate::actors::ticker::Ticker;
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::idempotency::Idempotency;
 use crate::protocol::ServerId;
 use crate::redis::bridge::{BridgeStatus, RedisBridge};
+use crate::redis::idempotency::RedisKeys;
 use crate::redis::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
@@ -89,6 +91,13 @@ impl Application {
             verifier: config.auth.as_ref().map(|auth| Arc::new(auth.verifier())),
             page: page.into(),
             static_dir: assets.join("static"),
+            idempotency: match &config.redis {
+                Some(redis) => Idempotency::in_redis(
+                    RedisKeys::new(&redis.url, &redis.channel)
+                        .expect("Config::from_lookup checked that the Redis URL parses"),
+                ),
+                None => Idempotency::in_memory(),
+            },
         });
         let server = Server::build()
             .workers(config.workers)

@@ -46,6 +46,8 @@ pub struct AppState {
     pub page: web::Bytes,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// The `Idempotency-Key`s of `POST /notify`.
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 impl AppState {

@@ -120,6 +120,11 @@ impl TestApp {
         (response.status().as_u16(), body)
     }
 
+    /// `POST /notify?message=…` with an `Idempotency-Key` header.
+    pub async fn post_notify_keyed(&self, key: &str, message: &str) -> (u16, Value) {
+        post_notify_keyed(&self.http, &self.url("/notify"), key, message).await
+    }
+
     /// `GET /rooms`, as a map of room → members.
     pub async fn rooms(&self) -> std::collections::BTreeMap<String, u64> {
         let (status, body) = self.get_json("/rooms").await;
@@ -371,6 +376,25 @@ async fn connect_ws(url: &str) -> (WsClient, Value) {
 /// `GET url` with `http`: the status and the JSON body.
 pub async fn get_json(http: &awc::Client, url: &str) -> (u16, Value) {
     let mut response = http.get(url).send().await.expect("GET answers");
+    let body = response.json::<Value>().await.expect("a JSON body");
+    (response.status().as_u16(), body)
+}
+
+/// `POST url?message=…` with `Idempotency-Key: key`: the status and the JSON body.
+pub async fn post_notify_keyed(
+    http: &awc::Client,
+    url: &str,
+    key: &str,
+    message: &str,
+) -> (u16, Value) {
+    let mut response = http
+        .post(url)
+        .insert_header(("Idempotency-Key", key))
+        .query(&[("message", message)])
+        .unwrap()
+        .send()
+        .await
+        .expect("POST /notify answers");
     let body = response.json::<Value>().await.expect("a JSON body");
     (response.status().as_u16(), body)
 }

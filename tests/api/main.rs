@@ -7,6 +7,7 @@ mod config;
 mod docker;
 mod helpers;
 mod history;
+mod idempotency;
 mod identity;
 mod limits;
 mod notify;
