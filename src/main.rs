@@ -1,10 +1,43 @@
+use std::collections::HashSet;
 use std::process::ExitCode;
 
-use std::collections::HashSet;
+use clap::{Parser, Subcommand};
 
 use chatd::{config, healthcheck, telemetry, Application, Config};
 
+/// chatd: a real-time WebSocket chat and notification server.
+#[derive(Parser)]
+#[command(
+    name = "chatd",
+    version,
+    after_help = "Settings come from the environment and from a .env file in the working \
+                  directory; every one is listed, with its default, in the README's \
+                  Configuration section and by `chatd config`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGTERM/SIGINT, then drain (the default)
+    Serve,
+    /// Print every setting's effective value and where it came from
+    /// (default, .env or environment), secrets redacted
+    Config {
+        /// Print the README's settings table instead
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Ask the server on 127.0.0.1:$API_PORT for /healthz; exit 0 when healthy,
+    /// 1 otherwise (for a container's HEALTHCHECK)
+    Healthcheck,
+}
+
 fn main() -> ExitCode {
+    // Usage errors exit 2 with the usage; --help and --version exit 0.
+    let cli = Cli::parse();
     // Before `.env` is read, which never overrides the environment.
     let environment = config::report::given_in_environment();
     if let Err(err) = dotenvy::dotenv() {
@@ -13,20 +46,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    match std::env::args_os().nth(1) {
-        None => serve(),
-        Some(command) if command == "healthcheck" => healthcheck::run(),
-        Some(command) if command == "config" => match std::env::args_os().nth(2) {
-            Some(flag) if flag == "--markdown" => {
-                print!("{}", config::settings::markdown_table());
-                ExitCode::SUCCESS
-            }
-            _ => show_config(&environment),
-        },
-        Some(other) => {
-            eprintln!("chatd: unknown command {other:?}: expected none (serve) or `healthcheck`");
-            ExitCode::from(2)
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::Config { markdown: true } => {
+            print!("{}", config::settings::markdown_table());
+            ExitCode::SUCCESS
         }
+        Command::Config { markdown: false } => show_config(&environment),
+        Command::Healthcheck => healthcheck::run(),
     }
 }
 

@@ -3,6 +3,7 @@
 mod bad_input;
 mod bench;
 mod chat;
+mod cli;
 mod config;
 mod docker;
 mod helpers;
