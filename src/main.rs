@@ -81,7 +81,7 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log_level);
+    telemetry::init(&config.log_level, config.log_format);
     match actix_web::rt::System::new().block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

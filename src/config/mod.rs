@@ -126,6 +126,8 @@ pub struct Config {
     pub redis: Option<RedisSettings>,
     /// An env_logger filter such as `info` or `chatd=debug`; `RUST_LOG` wins.
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: crate::telemetry::LogFormat,
     /// How long a drain waits for clients to leave before closing them.
     pub shutdown_timeout: Duration,
     /// How often a drain logs its progress.
@@ -202,6 +204,10 @@ impl Config {
             workers: env.number_or("WORKERS", default_workers() as u64)?,
             redis: redis_settings(&env)?,
             log_level: log_level(&env)?,
+            log_format: match env.choice("LOG_FORMAT")?.as_str() {
+                "json" => crate::telemetry::LogFormat::Json,
+                _ => crate::telemetry::LogFormat::Human,
+            },
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT")?,
             shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL")?,
             shutdown_close_spread: env.seconds("SHUTDOWN_CLOSE_SPREAD")?,

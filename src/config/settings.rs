@@ -120,6 +120,8 @@ pub const SETTINGS: &[Setting] = &[
         Accepts::OneOf(&["error", "warn", "info", "debug", "trace", "off", "warning", "critical"]),
         "one of error, warn, info, debug, trace, off",
         "`error`, `warn`, `info`, `debug`, `trace`; `RUST_LOG` wins when set"),
+    setting("LOG_FORMAT", Value("human"), Accepts::OneOf(&["human", "json"]), "human or json",
+        "`human`: one line per event as below; `json`: one JSON object per line (time, level, pid, target, message and the message's `key=value` facts as fields)"),
     setting("SHUTDOWN_TIMEOUT", Value("1800"), seconds(0), SECONDS_0,
         "seconds a drain waits for clients before closing them"),
     setting("SHUTDOWN_PROGRESS_INTERVAL", Value("5"), seconds(1), SECONDS_1,

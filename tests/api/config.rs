@@ -71,3 +71,28 @@ fn chatd_config_shows_each_value_and_whether_it_came_from_env_file_or_environmen
     assert_eq!(line("HISTORY_TTL"), "HISTORY_TTL=86400 # default");
     assert!(!report.contains("s3cret"), "{report}");
 }
+
+#[actix_web::test]
+async fn log_format_json_writes_one_object_per_line_with_the_facts_as_fields() {
+    let mut server = ServerProcess::start(&[("LOG_FORMAT", "json")]);
+    let (client, _) = server.connect_ws("ana").await;
+    client.leave().await;
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_for_exit(Duration::from_secs(10)), 0);
+    server.wait_for_line("drain finished");
+
+    let pid = server.pid();
+    for line in &server.log {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        for field in ["time", "level", "target", "message"] {
+            assert!(event[field].is_string(), "no {field}: {line}");
+        }
+        assert_eq!(event["pid"], pid, "{line}");
+    }
+    let listening = server.wait_for_line("listening on");
+    let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["workers"], 1, "{listening}");
+    assert_eq!(listening["redis"], "off", "{listening}");
+}

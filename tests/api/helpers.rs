@@ -26,7 +26,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 /// Logs go to the test output only when TEST_LOG is set.
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        chatd::telemetry::init("debug");
+        chatd::telemetry::init("debug", chatd::telemetry::LogFormat::Human);
     }
 }
 
