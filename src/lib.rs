@@ -14,6 +14,7 @@ pub mod healthcheck;
 pub mod history;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod rate_limit;

@@ -20,6 +20,7 @@ use crate::actors::ticker::Ticker;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::idempotency::Idempotency;
+use crate::metrics::Metrics;
 use crate::protocol::ServerId;
 use crate::redis::bridge::{BridgeStatus, RedisBridge};
 use crate::redis::idempotency::RedisKeys;
@@ -74,7 +75,8 @@ impl Application {
 
         let server_id = ServerId::generate();
         let lifecycle = Arc::new(Lifecycle::new());
-        let (hub, bridge) = start_hub(&config, &server_id);
+        let metrics = Metrics::new();
+        let (hub, bridge) = start_hub(&config, &server_id, &metrics);
         let ticker = config
             .periodic_notification
             .map(|every| Ticker::new(hub.clone(), every).start());
@@ -91,6 +93,7 @@ impl Application {
             verifier: config.auth.as_ref().map(|auth| Arc::new(auth.verifier())),
             page: page.into(),
             static_dir: assets.join("static"),
+            metrics,
             idempotency: match &config.redis {
                 Some(redis) => Idempotency::in_redis(
                     RedisKeys::new(&redis.url, &redis.channel)
@@ -251,10 +254,16 @@ type Bridge = (Addr<RedisBridge>, Arc<BridgeStatus>);
 
 /// The hub and, when Redis is configured, the bridge it publishes to. They
 /// know each other's address, so the bridge's context exists before the hub.
-fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Bridge>) {
+fn start_hub(
+    config: &Config,
+    server_id: &ServerId,
+    metrics: &Metrics,
+) -> (Addr<ChatHub>, Option<Bridge>) {
     let Some(settings) = &config.redis else {
         return (
-            ChatHub::new(server_id.clone(), config.history.clone(), None).start(),
+            ChatHub::new(server_id.clone(), config.history.clone(), None)
+                .with_metrics(metrics.clone())
+                .start(),
             None,
         );
     };
@@ -267,7 +276,9 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
         page: bridge.clone().recipient(),
         rooms: bridge.recipient(),
     };
-    let hub = ChatHub::new(server_id.clone(), config.history.clone(), Some(link)).start();
+    let hub = ChatHub::new(server_id.clone(), config.history.clone(), Some(link))
+        .with_metrics(metrics.clone())
+        .start();
     let status = Arc::new(BridgeStatus::default());
     let bridge = RedisBridge::new(
         settings,
@@ -277,7 +288,8 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
         hub.clone(),
         status.clone(),
     )
-    .expect("Config::from_lookup checked that the Redis URL parses");
+    .expect("Config::from_lookup checked that the Redis URL parses")
+    .with_metrics(metrics);
     (hub, Some((bridge_ctx.run(bridge), status)))
 }
 

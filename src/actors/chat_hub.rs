@@ -277,6 +277,11 @@ pub struct ForceClose {
 #[rtype(result = "usize")]
 pub struct Count;
 
+/// How many rooms have members on this process, for `/metrics`.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountRooms;
+
 /// What the hub hands a session.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
@@ -457,6 +462,7 @@ pub struct ChatHub {
     told_presence: HashMap<RoomName, Roster>,
     draining: Option<DrainState>,
     flush_scheduled: bool,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ChatHub {
@@ -482,7 +488,15 @@ impl ChatHub {
             told_presence: HashMap::new(),
             draining: None,
             flush_scheduled: false,
+            metrics: None,
         }
+    }
+
+    /// Counts deliveries, turns and recoveries in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.fanout.set_metrics(metrics.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     fn next_message_id(&mut self) -> String {
@@ -604,12 +618,17 @@ impl ChatHub {
     /// replay (Redis away) the epoch is empty and the history too.
     fn joined_json(&self, room: &RoomName, since_given: bool, replay: Option<&Replay>) -> String {
         let history = replay.map_or_else(Vec::new, |r| raw_events(&r.events));
+        let recovered = replay.map_or(since_given.then_some(false), |r| r.recovered);
+        if let (Some(metrics), Some(recovered)) = (&self.metrics, recovered) {
+            let label = if recovered { "true" } else { "false" };
+            metrics.history_recoveries.with_label_values(&[label]).inc();
+        }
         serde_json::to_string(&ServerEvent::Joined {
             room: room.as_str(),
             epoch: replay.map_or("", |r| r.epoch.as_str()),
             offset: replay.map_or(0, |r| r.offset),
             members: self.members_of(room),
-            recovered: replay.map_or(since_given.then_some(false), |r| r.recovered),
+            recovered,
             history,
             ts: now_ms(),
         })
@@ -1343,6 +1362,14 @@ impl Handler<Count> for ChatHub {
 
     fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
         self.members.len()
+    }
+}
+
+impl Handler<CountRooms> for ChatHub {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountRooms, _: &mut Self::Context) -> usize {
+        self.fanout.rooms().count()
     }
 }
 

@@ -11,6 +11,7 @@ mod history;
 mod idempotency;
 mod identity;
 mod limits;
+mod metrics;
 mod notify;
 mod raw_ws;
 mod redis;
