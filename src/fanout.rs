@@ -22,6 +22,7 @@
 //! first one past it.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use actix::Recipient;
 use actix_web::web::{Bytes, BytesMut};
@@ -34,6 +35,10 @@ use crate::wire;
 /// Batches this large in all go out at once rather than at the end of the turn.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// A session's address, shared by every map that holds it: one `Recipient`
+/// per connection (each clone of a `Recipient` is an allocation of its own).
+pub type SessionAddr = Rc<Recipient<Deliver>>;
+
 /// Events a joiner missed while its history was read: offset (if stored)
 /// and the event.
 pub type Held = Vec<(Option<u64>, Frame)>;
@@ -41,7 +46,7 @@ pub type Held = Vec<(Option<u64>, Frame)>;
 /// A session whose join of a room waits for the room's history.
 struct Joiner {
     request: u64,
-    recipient: Recipient<Deliver>,
+    recipient: SessionAddr,
     /// What the room said since the join began; `None` for a session that
     /// is a member already (asking again), which gets it live instead.
     held: Option<Held>,
@@ -53,7 +58,7 @@ struct Joiner {
 /// A room with local members or joiners, and its frames of this turn.
 #[derive(Default)]
 struct Room {
-    members: HashMap<SessionId, Recipient<Deliver>>,
+    members: HashMap<SessionId, SessionAddr>,
     joiners: HashMap<SessionId, Joiner>,
     batch: BytesMut,
     /// The highest offset handed to the room here.
@@ -76,7 +81,7 @@ impl Room {
 #[derive(Default)]
 pub struct Fanout {
     /// The sessions that get everyone-events (welcomed ones).
-    sessions: HashMap<SessionId, Recipient<Deliver>>,
+    sessions: HashMap<SessionId, SessionAddr>,
     /// How many rooms each session is a member of.
     room_counts: HashMap<SessionId, usize>,
     /// The sessions of each user (with tokens).
@@ -100,12 +105,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// Starts handing everyone-events to session `id`.
-    pub fn add_session(
-        &mut self,
-        id: SessionId,
-        recipient: Recipient<Deliver>,
-        user: Option<UserId>,
-    ) {
+    pub fn add_session(&mut self, id: SessionId, recipient: SessionAddr, user: Option<UserId>) {
         self.sessions.insert(id, recipient);
         if let Some(user) = user {
             self.users.entry(user.clone()).or_default().push(id);
@@ -133,12 +133,7 @@ impl Fanout {
     }
 
     /// Makes session `id` a member of `room`; `true` when the room is new here.
-    pub fn enter(
-        &mut self,
-        id: SessionId,
-        recipient: &Recipient<Deliver>,
-        room: &RoomName,
-    ) -> bool {
+    pub fn enter(&mut self, id: SessionId, recipient: &SessionAddr, room: &RoomName) -> bool {
         let opened = !self.rooms.contains_key(room);
         let entry = self.rooms.entry(room.clone()).or_default();
         if entry.members.insert(id, recipient.clone()).is_none() {
@@ -155,7 +150,7 @@ impl Fanout {
     pub fn begin_join(
         &mut self,
         id: SessionId,
-        recipient: &Recipient<Deliver>,
+        recipient: &SessionAddr,
         room: &RoomName,
         request: u64,
     ) -> bool {
@@ -421,7 +416,7 @@ impl Fanout {
             let room = self.rooms.get_mut(&name).expect("touched rooms exist");
             batches.push((name, room.batch.split().freeze()));
         }
-        let mut lists: HashMap<SessionId, (&Recipient<Deliver>, Vec<Bytes>)> = HashMap::new();
+        let mut lists: HashMap<SessionId, (&SessionAddr, Vec<Bytes>)> = HashMap::new();
         if let Some(frames) = everyone {
             for (id, session) in &self.sessions {
                 lists.insert(*id, (session, vec![frames.clone()]));

@@ -127,8 +127,17 @@ impl DisplayName {
 
 /// A room name that passed [`RoomName::parse`]: 1 to [`RoomName::MAX_LEN`]
 /// characters of `a-z 0-9 - _ . :`. Rooms exist while they have members.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct RoomName(String);
+///
+/// Held as a shared `str`: every member of a room holds its name, so a clone
+/// is a reference count, not a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(std::sync::Arc<str>);
+
+impl Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Why a room name was refused; the text states the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,12 +174,15 @@ impl RoomName {
         if raw.len() > Self::MAX_LEN {
             return Err(RoomError::TooLong(raw.len()));
         }
-        Ok(Self(raw.to_string()))
+        Ok(Self(raw.into()))
     }
 
     /// `general`: where every client that names no room is.
     pub fn general() -> Self {
-        Self("general".to_string())
+        thread_local! {
+            static GENERAL: RoomName = RoomName("general".into());
+        }
+        GENERAL.with(Clone::clone)
     }
 
     pub fn as_str(&self) -> &str {

@@ -261,9 +261,14 @@ fn start_hub(
 ) -> (Addr<ChatHub>, Option<Bridge>) {
     let Some(settings) = &config.redis else {
         return (
-            ChatHub::new(server_id.clone(), config.history.clone(), None)
-                .with_metrics(metrics.clone())
-                .start(),
+            ChatHub::with_presence(
+                server_id.clone(),
+                config.history.clone(),
+                None,
+                config.auth.is_some(),
+            )
+            .with_metrics(metrics.clone())
+            .start(),
             None,
         );
     };
@@ -276,9 +281,14 @@ fn start_hub(
         page: bridge.clone().recipient(),
         rooms: bridge.recipient(),
     };
-    let hub = ChatHub::new(server_id.clone(), config.history.clone(), Some(link))
-        .with_metrics(metrics.clone())
-        .start();
+    let hub = ChatHub::with_presence(
+        server_id.clone(),
+        config.history.clone(),
+        Some(link),
+        config.auth.is_some(),
+    )
+    .with_metrics(metrics.clone())
+    .start();
     let status = Arc::new(BridgeStatus::default());
     let bridge = RedisBridge::new(
         settings,

@@ -50,7 +50,7 @@ use serde_json::value::RawValue;
 
 use crate::auth::UserId;
 use crate::config::HistorySettings;
-use crate::fanout::{Fanout, Held};
+use crate::fanout::{Fanout, Held, SessionAddr};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
 use crate::presence::Roster;
 use crate::protocol::{
@@ -313,7 +313,7 @@ pub struct Publish {
 pub struct StoreEvent {
     /// The room.
     pub room: RoomName,
-    /// The event without its offset, which Redis adds.
+    /// The event, with offset 0 where Redis puts its offset.
     pub event: Frame,
 }
 
@@ -393,11 +393,12 @@ const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
 struct Member {
     name: DisplayName,
     user: Option<UserId>,
-    session: Recipient<Deliver>,
+    session: SessionAddr,
     /// The rooms it is in or joining; at most MAX_ROOMS_PER_CONNECTION, so a list.
     rooms: Vec<RoomName>,
-    /// Set until its `welcome` is sent: its starting rooms' histories.
-    arriving: Option<Arriving>,
+    /// Set until its `welcome` is sent: its starting rooms' histories (boxed:
+    /// every member but the newest has none, and members are many).
+    arriving: Option<Box<Arriving>>,
 }
 
 /// A connecting session's starting rooms, as their histories come in.
@@ -460,6 +461,8 @@ pub struct ChatHub {
     typing: HashMap<(String, RoomName), Instant>,
     /// Each local room's users as its members were last told.
     told_presence: HashMap<RoomName, Roster>,
+    /// Whether members get `presence` events at all.
+    presence_events: bool,
     draining: Option<DrainState>,
     flush_scheduled: bool,
     metrics: Option<crate::metrics::Metrics>,
@@ -470,6 +473,18 @@ impl ChatHub {
     /// meant for other processes and every room opened or closed here goes
     /// to the bridge, and histories live in Redis; without, in memory.
     pub fn new(server: ServerId, history: HistorySettings, bridge: Option<BridgeLink>) -> Self {
+        Self::with_presence(server, history, bridge, false)
+    }
+
+    /// [`ChatHub::new`], and with `presence_events` a room's members are
+    /// told who came and went (with tokens, where users are people; without,
+    /// every connection would be one, and v1 clients get no new events).
+    pub fn with_presence(
+        server: ServerId,
+        history: HistorySettings,
+        bridge: Option<BridgeLink>,
+        presence_events: bool,
+    ) -> Self {
         let store = match bridge {
             Some(_) => Store::Redis,
             None => Store::Memory(MemoryHistory::new(history.clone())),
@@ -486,6 +501,7 @@ impl ChatHub {
             next_request: 0,
             typing: HashMap::new(),
             told_presence: HashMap::new(),
+            presence_events,
             draining: None,
             flush_scheduled: false,
             metrics: None,
@@ -514,8 +530,21 @@ impl ChatHub {
         frame: &Frame,
         ctx: &mut Context<Self>,
     ) {
-        if self.fanout.push(audience, offset, frame) {
-            // A mailbox that never runs dry must not hold the batch back.
+        let full = self.fanout.push(audience, offset, frame);
+        self.flush_then_or_later(full, ctx);
+    }
+
+    /// Queues `frame` for `room`'s members beside the conversation (see
+    /// [`Fanout::push_aside`]).
+    fn broadcast_aside(&mut self, room: &RoomName, frame: &Frame, ctx: &mut Context<Self>) {
+        let full = self.fanout.push_aside(room, frame);
+        self.flush_then_or_later(full, ctx);
+    }
+
+    /// Hands the batches out now when they are `full` (a mailbox that never
+    /// runs dry must not hold them back), else at the end of the turn.
+    fn flush_then_or_later(&mut self, full: bool, ctx: &mut Context<Self>) {
+        if full {
             self.fanout.flush();
         } else if !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -547,7 +576,8 @@ impl ChatHub {
                 self.broadcast(&Audience::Room(room), Some(offset), &frame, ctx);
             }
             Store::Redis => {
-                let event = encode(None);
+                // Offset 0 holds the place Redis fills in.
+                let event = encode(Some(0));
                 let bridge = self.bridge.as_ref().expect("a Redis store has a bridge");
                 bridge.store.do_send(StoreEvent { room, event });
             }
@@ -583,7 +613,7 @@ impl ChatHub {
     fn begin_join(
         &mut self,
         id: SessionId,
-        session: &Recipient<Deliver>,
+        session: &SessionAddr,
         room: &RoomName,
         since: Option<Since>,
     ) -> Result<Replay, u64> {
@@ -834,12 +864,7 @@ impl ChatHub {
                 ts: now_ms(),
             }
             .encode();
-            if self.fanout.push_aside(&room, &frame) {
-                self.fanout.flush();
-            } else if !self.flush_scheduled {
-                self.flush_scheduled = true;
-                ctx.notify(Flush);
-            }
+            self.broadcast_aside(&room, &frame, ctx);
             self.told_presence.insert(room, now);
         }
     }
@@ -901,7 +926,9 @@ impl Actor for ChatHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(PRESENCE_EVERY, |act, ctx| act.tell_presence(ctx));
+        if self.presence_events {
+            ctx.run_interval(PRESENCE_EVERY, |act, ctx| act.tell_presence(ctx));
+        }
         if let Store::Memory(history) = &self.store {
             ctx.run_interval(history.sweep_interval(), |act, _| {
                 if let Store::Memory(history) = &mut act.store {
@@ -925,6 +952,7 @@ impl Handler<Connect> for ChatHub {
             session,
             rooms,
         } = msg;
+        let session = SessionAddr::new(session);
         let finished = self.draining.as_ref().is_some_and(DrainState::finished);
         log::debug!(
             "connected client_id={} name={:?} rooms={}",
@@ -972,7 +1000,7 @@ impl Handler<Connect> for ChatHub {
         if arriving.requests.is_empty() {
             let _nothing_said_yet = self.welcome(id, arriving);
         } else {
-            self.members.get_mut(&id).expect("inserted above").arriving = Some(arriving);
+            self.members.get_mut(&id).expect("inserted above").arriving = Some(Box::new(arriving));
         }
     }
 }
@@ -1001,7 +1029,7 @@ impl Handler<HistoryRead> for ChatHub {
             arriving.replays.insert(room, replay);
             if arriving.replays.len() >= arriving.requests.len() {
                 let arriving = member.arriving.take().expect("checked above");
-                for message in self.welcome(id, arriving) {
+                for message in self.welcome(id, *arriving) {
                     self.act_on(message, ctx);
                 }
             }
@@ -1176,14 +1204,7 @@ impl Handler<Remote> for ChatHub {
         match (&msg.audience, msg.offset) {
             // A room event without an offset from another process is not
             // part of the conversation (typing).
-            (Audience::Room(room), None) => {
-                if self.fanout.push_aside(room, &msg.frame) {
-                    self.fanout.flush();
-                } else if !self.flush_scheduled {
-                    self.flush_scheduled = true;
-                    ctx.notify(Flush);
-                }
-            }
+            (Audience::Room(room), None) => self.broadcast_aside(room, &msg.frame, ctx),
             _ => self.broadcast(&msg.audience, msg.offset, &msg.frame, ctx),
         }
     }

@@ -35,6 +35,14 @@ use crate::state::ConnectionPermit;
 use crate::transport::Outbound;
 use crate::wire;
 
+/// A session's token, checked.
+struct Token {
+    identity: Identity,
+    verifier: Arc<Verifier>,
+    /// The `token_expiring` warning and the 4001 close.
+    expiry: Vec<SpawnHandle>,
+}
+
 /// How long before its token expires a client is warned.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30);
 
@@ -54,11 +62,10 @@ pub struct WsSession {
     /// What it asked to resume after in its starting rooms, until it
     /// connects to the hub.
     resume: Vec<Option<Since>>,
-    /// Who its token says it is, and the verifier for its refreshes; `None`
-    /// when identity is self-chosen.
-    identity: Option<(Identity, Arc<Verifier>)>,
-    /// The `token_expiring` warning and the 4001 close, while a token runs.
-    expiry: Vec<SpawnHandle>,
+    /// Who its token says it is, with the verifier for its refreshes and the
+    /// timers of its expiry; `None` when identity is self-chosen (boxed:
+    /// most of a session's life it is not looked at).
+    identity: Option<Box<Token>>,
     hub: Addr<ChatHub>,
     limits: Arc<Limits>,
     last_seen: Instant,
@@ -100,8 +107,13 @@ impl WsSession {
                 .map(|(identity, _)| identity.name.clone())
                 .or(name)
                 .unwrap_or_else(|| DisplayName::guest(id)),
-            identity,
-            expiry: Vec::new(),
+            identity: identity.map(|(identity, verifier)| {
+                Box::new(Token {
+                    identity,
+                    verifier,
+                    expiry: Vec::new(),
+                })
+            }),
             resume: rooms.iter().map(|(_, since)| since.clone()).collect(),
             rooms: rooms.into_iter().map(|(room, _)| room).collect(),
             rate: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
@@ -231,8 +243,8 @@ impl WsSession {
                 });
             }
             ClientFrame::Join { room, since } => {
-                if let Some((identity, _)) = &self.identity {
-                    if !identity.rooms.allows(&room) {
+                if let Some(token) = self.identity.as_deref() {
+                    if !token.identity.rooms.allows(&room) {
                         return Err(FrameError::NotAllowed(format!(
                             "your token does not allow room \"{room}\""
                         )));
@@ -276,21 +288,22 @@ impl WsSession {
         token: &str,
         ctx: &mut ws::WebsocketContext<Self>,
     ) -> Result<(), FrameError> {
-        let Some((identity, verifier)) = &mut self.identity else {
+        let Some(current) = self.identity.as_deref_mut() else {
             return Err(FrameError::NotAllowed(
                 "this server does not use tokens".into(),
             ));
         };
-        let fresh = verifier
+        let fresh = current
+            .verifier
             .verify(token, self.limits.max_name_chars)
             .map_err(|err| FrameError::NotAllowed(format!("refresh refused: {err}")))?;
-        if fresh.user != identity.user {
+        if fresh.user != current.identity.user {
             return Err(FrameError::NotAllowed(
                 "refresh refused: the token is for another user".into(),
             ));
         }
-        identity.expires = fresh.expires;
-        identity.rooms = fresh.rooms;
+        current.identity.expires = fresh.expires;
+        current.identity.rooms = fresh.rooms;
         self.schedule_expiry(ctx);
         Ok(())
     }
@@ -298,13 +311,13 @@ impl WsSession {
     /// Warns the client 30 s before its token expires, and closes it with
     /// 4001 when it does, unless a refresh comes first.
     fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        for handle in self.expiry.drain(..) {
-            ctx.cancel_future(handle);
-        }
-        let Some((identity, _)) = &self.identity else {
+        let Some(token) = self.identity.as_deref_mut() else {
             return;
         };
-        let left = identity.expires.saturating_sub(now_ms() / 1000);
+        for handle in token.expiry.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        let left = token.identity.expires.saturating_sub(now_ms() / 1000);
         let warn_in = left.saturating_sub(EXPIRY_WARNING.as_secs());
         let warn = ctx.run_later(Duration::from_secs(warn_in), move |act, _| {
             let seconds_left = left - warn_in;
@@ -318,7 +331,9 @@ impl WsSession {
             log::debug!("closing client={}: token expired", act.id);
             act.close(ctx, CloseCode::Other(4001), "token expired");
         });
-        self.expiry = vec![warn, close];
+        if let Some(token) = self.identity.as_deref_mut() {
+            token.expiry = vec![warn, close];
+        }
     }
 
     /// Binary messages are refused, and count against the rate like text.
@@ -397,16 +412,13 @@ impl Actor for WsSession {
         self.hub.do_send(Connect {
             id: self.id,
             name: self.name.clone(),
-            user: self
-                .identity
-                .as_ref()
-                .map(|(identity, _)| identity.user.clone()),
+            user: self.identity.as_deref().map(|t| t.identity.user.clone()),
             session: ctx.address().recipient(),
             rooms: self
                 .rooms
                 .iter()
                 .cloned()
-                .zip(self.resume.drain(..))
+                .zip(std::mem::take(&mut self.resume))
                 .collect(),
         });
         ctx.run_interval(self.limits.heartbeat_interval, |act, ctx| {

@@ -30,7 +30,9 @@ use crate::protocol::{Frame, RoomName, ServerId};
 
 /// Appends events to a room and publishes each.
 /// KEYS: stream, meta. ARGV: channel, size, ttl, epoch if new, origin, then
-/// (seq, event without offset) per event. Returns {epoch, first offset}.
+/// (seq, event) per event, each event carrying the placeholder
+/// [`OFFSET_PLACEHOLDER`] where its offset goes. Returns {epoch, first
+/// offset}.
 pub const APPEND: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
@@ -42,7 +44,14 @@ local n = (#ARGV - 5) / 2
 local first = redis.call('HINCRBY', KEYS[2], 'top', n) - n + 1
 for i = 0, n - 1 do
   local offset = first + i
-  local body = '{"offset":' .. offset .. ',' .. string.sub(ARGV[7 + 2 * i], 2)
+  local event = ARGV[7 + 2 * i]
+  local at = string.find(event, '"offset":0,', 1, true)
+  local body
+  if at then
+    body = string.sub(event, 1, at - 1) .. '"offset":' .. offset .. ',' .. string.sub(event, at + 11)
+  else
+    body = '{"offset":' .. offset .. ',' .. string.sub(event, 2)
+  end
   redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-1', 'e', body)
   redis.call('PUBLISH', ARGV[1], '{"origin":' .. cjson.encode(ARGV[5]) .. ',"seq":' ..
     ARGV[6 + 2 * i] .. ',"offset":' .. offset .. ',"frame":' .. cjson.encode(body) .. '}')
@@ -105,10 +114,36 @@ pub fn keys(room_channel: &str) -> (String, String) {
     )
 }
 
+/// Where an event handed to [`APPEND`] has its offset: the hub encodes it
+/// with offset 0, and the script puts the real one in its place, so a stored
+/// event keeps the field order of one numbered in memory. (Inside a JSON
+/// string a quote is escaped, so the first match is the field itself.)
+pub const OFFSET_PLACEHOLDER: &str = "\"offset\":0,";
+
 /// The event `APPEND` stores for offset `offset`: the same bytes the script
 /// builds, so local members get exactly what other processes get.
 pub fn with_offset(event: &str, offset: u64) -> Frame {
-    Frame::from(format!("{{\"offset\":{offset},{}", &event[1..]))
+    match event.find(OFFSET_PLACEHOLDER) {
+        Some(at) => Frame::from(format!(
+            "{}\"offset\":{offset},{}",
+            &event[..at],
+            &event[at + OFFSET_PLACEHOLDER.len()..]
+        )),
+        None => Frame::from(format!("{{\"offset\":{offset},{}", &event[1..])),
+    }
+}
+
+/// The event as local members get it while it cannot be stored: without
+/// the placeholder, so without an offset.
+pub fn unnumbered(event: &str) -> Frame {
+    match event.find(OFFSET_PLACEHOLDER) {
+        Some(at) => Frame::from(format!(
+            "{}{}",
+            &event[..at],
+            &event[at + OFFSET_PLACEHOLDER.len()..]
+        )),
+        None => Frame::from(event),
+    }
 }
 
 /// What a read asks for.
@@ -331,16 +366,19 @@ mod tests {
     }
 
     #[test]
-    fn the_offset_goes_first_as_the_script_puts_it() {
-        let event = r#"{"type":"echo","id":"a-m1","room":"ops","message":"hi"}"#;
+    fn the_offset_takes_the_placeholder_s_place_as_the_script_puts_it() {
+        let event = r#"{"type":"echo","room":"ops","offset":0,"message":"\"offset\":0,"}"#;
         let stored = with_offset(event, 42);
-        let value: serde_json::Value = serde_json::from_str(&stored).unwrap();
-        assert_eq!(value["offset"], 42);
-        assert_eq!(value["message"], "hi");
-        assert!(
-            stored.starts_with(r#"{"offset":42,"type":"echo""#),
-            "{stored}"
+        assert_eq!(
+            &*stored,
+            r#"{"type":"echo","room":"ops","offset":42,"message":"\"offset\":0,"}"#
         );
+        assert_eq!(
+            &*unnumbered(event),
+            r#"{"type":"echo","room":"ops","message":"\"offset\":0,"}"#
+        );
+        let bare = with_offset(r#"{"type":"x"}"#, 7);
+        assert_eq!(&*bare, r#"{"offset":7,"type":"x"}"#);
     }
 
     #[test]

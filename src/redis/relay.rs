@@ -44,7 +44,7 @@ pub enum Queued {
     Store {
         seq: u64,
         room: RoomName,
-        /// The event without its offset.
+        /// The event, with offset 0 where Redis puts its offset.
         event: Frame,
         /// Local members got it already, unstored (Redis was away): once
         /// stored it goes only to the other processes.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::WAIT;
+use crate::redis_helpers::installed_or_skip;
 use crate::server_process::ServerProcess;
 
 /// Runs `chatd-bench fanout --json` and returns its JSON result.
@@ -22,17 +23,24 @@ fn fanout(server: &ServerProcess, extra: &[&str]) -> Value {
 /// Runs `chatd-bench <mode> --json` against `server` and returns every JSON
 /// object it printed, one per line.
 fn run_bench(server: &ServerProcess, mode: &str, args: &[&str]) -> Vec<Value> {
+    let address = server.address.to_string();
+    let pid = server.pid().to_string();
+    let mut all = vec![mode, "--addr", &address, "--server-pid", &pid];
+    all.extend(args);
+    run_tool(&all, WAIT * 2)
+}
+
+/// Runs `chatd-bench` with `args` and `--json`, for at most `limit`, and
+/// returns every JSON object it printed, one per line.
+fn run_tool(args: &[&str], limit: Duration) -> Vec<Value> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatd-bench"))
-        .arg(mode)
-        .args(["--addr", &server.address.to_string()])
-        .args(["--server-pid", &server.pid().to_string()])
-        .arg("--json")
         .args(args)
+        .arg("--json")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("chatd-bench starts");
-    let deadline = Instant::now() + WAIT * 2;
+    let deadline = Instant::now() + limit;
     while child
         .try_wait()
         .expect("chatd-bench can be waited on")
@@ -40,7 +48,7 @@ fn run_bench(server: &ServerProcess, mode: &str, args: &[&str]) -> Vec<Value> {
     {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("chatd-bench did not finish within {:?}", WAIT * 2);
+            panic!("chatd-bench did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -52,6 +60,25 @@ fn run_bench(server: &ServerProcess, mode: &str, args: &[&str]) -> Vec<Value> {
         .filter(|line| line.starts_with('{'))
         .map(|line| serde_json::from_str(line).expect("a JSON result per line"))
         .collect()
+}
+
+/// Runs a small `chatd-bench deploy` (2 chatd, 20 clients, 20 msgs/s) with
+/// `extra` (which wins over those) and returns its result; `None` when
+/// there is no redis-server.
+fn deploy(test: &str, extra: &[&str]) -> Option<Value> {
+    if !installed_or_skip(test) {
+        return None;
+    }
+    let mut args = vec!["deploy", "--chatd", env!("CARGO_BIN_EXE_chatd")];
+    args.extend(["--processes", "2", "--clients", "20", "--rate", "20"]);
+    args.extend([
+        "--warmup", "1", "--pause", "1", "--settle", "1", "--drain", "5",
+    ]);
+    args.extend(extra);
+    // Each SIGTERM drain lasts up to the longest retry_after_ms (10 s).
+    let mut results = run_tool(&args, Duration::from_secs(90));
+    assert_eq!(results.len(), 1, "one result: {results:?}");
+    Some(results.remove(0))
 }
 
 #[test]
@@ -126,4 +153,81 @@ fn the_rooms_ramp_holds_a_step_with_nothing_from_another_room() {
     assert_eq!(step["lost"], 0, "{step}");
     assert_eq!(best["mode"], "rooms", "{best}");
     assert_eq!(best["deliveries"], 40 * 10, "{best}");
+}
+
+#[test]
+fn a_rolling_sigterm_restart_loses_nothing_and_every_client_resumes() {
+    let Some(result) = deploy(
+        "a_rolling_sigterm_restart_loses_nothing_and_every_client_resumes",
+        &[],
+    ) else {
+        return;
+    };
+
+    assert_eq!(
+        result["restarts"].as_array().map(Vec::len),
+        Some(2),
+        "{result}"
+    );
+    assert!(result["said"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(
+        result["said"], result["written"],
+        "a drain confirms everything: {result}"
+    );
+    assert_eq!(result["lost"], 0, "{result}");
+    assert_eq!(result["duplicates"], 0, "{result}");
+    // Every client was on a process that drained, at least once.
+    let moved = result["reconnects_after_notice"].as_u64().unwrap();
+    assert!(moved >= 20, "{result}");
+    assert_eq!(result["joins"]["recovered"], moved, "{result}");
+    assert_eq!(result["joins"]["not_recovered"], 0, "{result}");
+    assert_eq!(result["history_gaps"], 0, "{result}");
+    assert_eq!(result["short_recoveries"], 0, "{result}");
+    assert_eq!(result["connected_at_end"], 20, "{result}");
+}
+
+#[test]
+fn a_rolling_sigkill_restart_loses_nothing_that_was_said() {
+    let Some(result) = deploy(
+        "a_rolling_sigkill_restart_loses_nothing_that_was_said",
+        &["--kill"],
+    ) else {
+        return;
+    };
+
+    assert!(result["said"].as_u64().unwrap() > 0, "{result}");
+    assert_eq!(result["lost"], 0, "{result}");
+    assert_eq!(result["duplicates"], 0, "{result}");
+    assert!(
+        result["reconnects_after_drop"].as_u64().unwrap() >= 20,
+        "{result}"
+    );
+    assert_eq!(result["joins"]["not_recovered"], 0, "{result}");
+    assert_eq!(result["history_gaps"], 0, "{result}");
+    assert_eq!(result["short_recoveries"], 0, "{result}");
+    assert_eq!(result["connected_at_end"], 20, "{result}");
+}
+
+#[test]
+fn a_deploy_with_too_short_a_history_reports_what_the_clients_missed() {
+    // Two events of history: a client away for its 0.25 s or more of backoff
+    // at 40 msgs/s misses more than that, so its recovery fails.
+    let args = ["--kill", "--rate", "40", "--history-size", "2"];
+    let Some(result) = deploy(
+        "a_deploy_with_too_short_a_history_reports_what_the_clients_missed",
+        &args,
+    ) else {
+        return;
+    };
+
+    assert!(
+        result["joins"]["not_recovered"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert!(result["lost"].as_u64().unwrap() > 0, "{result}");
+    assert!(
+        result["clients_with_loss"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert_eq!(result["duplicates"], 0, "{result}");
 }

@@ -108,16 +108,7 @@ impl TestApp {
 
     /// `POST /notify` with these query parameters.
     pub async fn post_notify_with(&self, query: &[(&str, &str)]) -> (u16, Value) {
-        let mut response = self
-            .http
-            .post(self.url("/notify"))
-            .query(&query)
-            .unwrap()
-            .send()
-            .await
-            .expect("POST /notify answers");
-        let body = response.json::<Value>().await.expect("a JSON body");
-        (response.status().as_u16(), body)
+        post_notify(&self.http, &self.url("/notify"), query).await
     }
 
     /// `POST /notify?message=…` with an `Idempotency-Key` header.
@@ -335,6 +326,16 @@ pub fn since_of(joined: &Value) -> String {
     )
 }
 
+/// The messages of a `history` list, or of a list of events.
+pub fn messages(events: &Value) -> Vec<&str> {
+    events
+        .as_array()
+        .expect("a list of events")
+        .iter()
+        .map(|e| e["message"].as_str().expect("an event with a message"))
+        .collect()
+}
+
 /// The offsets of a `history` list, or of a list of events.
 pub fn offsets(events: &Value) -> Vec<u64> {
     events
@@ -371,6 +372,19 @@ async fn connect_ws(url: &str) -> (WsClient, Value) {
     let welcome = client.next_event().await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     (client, welcome)
+}
+
+/// `POST url` with these query parameters: the status and the JSON body.
+pub async fn post_notify(http: &awc::Client, url: &str, query: &[(&str, &str)]) -> (u16, Value) {
+    let mut response = http
+        .post(url)
+        .query(&query)
+        .unwrap()
+        .send()
+        .await
+        .expect("POST /notify answers");
+    let body = response.json::<Value>().await.expect("a JSON body");
+    (response.status().as_u16(), body)
 }
 
 /// `GET url` with `http`: the status and the JSON body.

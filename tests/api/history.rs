@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{offsets, since_of, spawn_app, spawn_app_with, TestApp, WsClient, WAIT};
+use crate::helpers::{
+    messages, offsets, since_of, spawn_app, spawn_app_with, TestApp, WsClient, WAIT,
+};
 
 /// Says each of `texts` in `room` from `client`, waiting for each echo;
 /// answers the last echo.
@@ -18,16 +20,6 @@ async fn say_all(client: &mut WsClient, room: &str, texts: &[&str]) -> Value {
         assert_eq!(last["message"], *text);
     }
     last
-}
-
-/// The messages of a `history` list.
-fn messages(history: &Value) -> Vec<&str> {
-    history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect()
 }
 
 async fn chatty_app() -> TestApp {

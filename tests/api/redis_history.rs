@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use libc::SIGKILL;
 use serde_json::Value;
 
-use crate::helpers::{offsets, since_of, TestApp, WsClient, WAIT};
+use crate::helpers::{messages, offsets, since_of, TestApp, WsClient, WAIT};
 use crate::redis::{events_for, wait_for_redis};
 use crate::redis_helpers::RedisServer;
 use crate::redis_rooms::spawn_chatty_app;
@@ -33,15 +33,6 @@ async fn connected(apps: &[&TestApp]) {
         })
         .await;
     }
-}
-
-fn messages(events: &Value) -> Vec<&str> {
-    events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect()
 }
 
 #[actix_web::test]

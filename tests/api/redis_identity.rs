@@ -8,7 +8,7 @@ use std::time::Instant;
 use libc::SIGKILL;
 use serde_json::{json, Value};
 
-use crate::helpers::{WsClient, WAIT};
+use crate::helpers::{post_notify, WsClient, WAIT};
 use crate::identity::token_for;
 use crate::redis::wait_for_redis;
 use crate::redis_helpers::RedisServer;
@@ -115,15 +115,11 @@ async fn presence_and_user_notices_span_processes_and_a_killed_process_leaves() 
 }
 
 async fn post_notify_user(process: &ServerProcess, user: &str, message: &str) -> (u16, Value) {
-    let mut response = awc::Client::builder()
-        .timeout(WAIT)
-        .finish()
-        .post(process.url("/notify"))
-        .query(&[("message", message), ("user", user)])
-        .unwrap()
-        .send()
-        .await
-        .expect("POST /notify answers");
-    let body = response.json::<Value>().await.expect("a JSON body");
-    (response.status().as_u16(), body)
+    let http = awc::Client::builder().timeout(WAIT).finish();
+    post_notify(
+        &http,
+        &process.url("/notify"),
+        &[("message", message), ("user", user)],
+    )
+    .await
 }

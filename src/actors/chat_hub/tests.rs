@@ -375,6 +375,29 @@ fn redis_hub() -> (Addr<ChatHub>, mpsc::UnboundedReceiver<ToBridge>) {
     )
 }
 
+/// Connects a probe in `ops` to a Redis-mode hub; the room's opening has
+/// been told, its history read is still to be answered.
+async fn connect_to_ops(
+    hub: &Addr<ChatHub>,
+    bridge: &mut mpsc::UnboundedReceiver<ToBridge>,
+) -> (SessionId, mpsc::UnboundedReceiver<String>) {
+    let (session, rx) = probe();
+    let id = SessionId::next();
+    hub.do_send(Connect {
+        id,
+        name: DisplayName::guest(id),
+        user: None,
+        session,
+        rooms: vec![(room("ops"), None)],
+    });
+    let opened = told(bridge).await;
+    assert!(
+        matches!(&opened, ToBridge::Room(RoomChange::Opened(r)) if *r == room("ops")),
+        "{opened:?}"
+    );
+    (id, rx)
+}
+
 async fn told(rx: &mut mpsc::UnboundedReceiver<ToBridge>) -> ToBridge {
     match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
         Ok(Some(told)) => told,
@@ -448,16 +471,7 @@ async fn rooms_open_and_close_with_their_first_and_last_member() {
 #[actix_rt::test]
 async fn a_join_waiting_for_its_history_gets_what_came_after_it_once() {
     let (hub, mut bridge) = redis_hub();
-    let (session, mut rx) = probe();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session,
-        rooms: vec![(room("ops"), None)],
-    });
-    told(&mut bridge).await; // the room opens
+    let (_, mut rx) = connect_to_ops(&hub, &mut bridge).await;
 
     // Live events arrive while the history is read: 5 will be in the
     // history too, 6 and 7 not.
@@ -501,16 +515,7 @@ async fn a_join_waiting_for_its_history_gets_what_came_after_it_once() {
 #[actix_rt::test]
 async fn with_redis_a_message_is_stored_before_local_members_get_it() {
     let (hub, mut bridge) = redis_hub();
-    let (session, mut rx) = probe();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session,
-        rooms: vec![(room("ops"), None)],
-    });
-    told(&mut bridge).await;
+    let (id, mut rx) = connect_to_ops(&hub, &mut bridge).await;
     answer_read(&hub, &mut bridge, None).await;
     assert_eq!(next_event(&mut rx).await["type"], "welcome");
 
@@ -524,7 +529,10 @@ async fn with_redis_a_message_is_stored_before_local_members_get_it() {
         panic!("a say is stored first");
     };
     let event: serde_json::Value = serde_json::from_str(&store.event).unwrap();
-    assert!(event.get("offset").is_none(), "Redis numbers it: {event}");
+    assert_eq!(
+        event["offset"], 0,
+        "a place for Redis to number it: {event}"
+    );
     hub.send(Count).await.unwrap();
     assert!(rx.try_recv().is_err(), "not delivered before it is stored");
     hub.do_send(Stored {
@@ -601,16 +609,7 @@ async fn single_room_sessions_get_only_their_room_when_many_rooms_speak_at_once(
 #[actix_rt::test]
 async fn a_history_ahead_of_the_live_events_skips_them_until_they_catch_up() {
     let (hub, mut bridge) = redis_hub();
-    let (session, mut rx) = probe();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session,
-        rooms: vec![(room("ops"), None)],
-    });
-    told(&mut bridge).await;
+    let (_, mut rx) = connect_to_ops(&hub, &mut bridge).await;
     // The stream already has 7; its live copies are still on their way.
     let replay = Replay {
         epoch: Epoch::from_stored("e1".into()),

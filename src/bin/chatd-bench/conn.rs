@@ -43,6 +43,8 @@ pub fn source_address(index: usize) -> Ipv4Addr {
 /// An open WebSocket that has received its `welcome`.
 pub struct Opened {
     pub stream: TcpStream,
+    /// The `welcome` event, which carries a `joined` per starting room.
+    pub welcome: Vec<u8>,
     /// Bytes that arrived after the `welcome`.
     pub leftover: Vec<u8>,
 }
@@ -95,8 +97,13 @@ pub async fn open(server: SocketAddr, path: &str, source: Ipv4Addr) -> Result<Op
                 {
                     return Err("the first frame is not a welcome".into());
                 }
+                let welcome = frame.payload.to_vec();
                 let leftover = buf[start + used..].to_vec();
-                return Ok(Opened { stream, leftover });
+                return Ok(Opened {
+                    stream,
+                    welcome,
+                    leftover,
+                });
             }
         }
     }
@@ -107,6 +114,7 @@ pub async fn drive(opened: Opened, index: usize, sender: bool, state: Rc<RefCell
     let Opened {
         stream,
         leftover: mut pending,
+        ..
     } = opened;
     let mut out = Vec::new();
     let phase_begun = state.borrow().phase_begun();

@@ -500,7 +500,7 @@ impl Fleet {
                         next.set(index + 1);
                         let began = Instant::now();
                         let source = conn::source_address(index);
-                        let path = rooms.ws_path(rooms.of_client(index));
+                        let path = with_token(rooms.ws_path(rooms.of_client(index)));
                         let opened =
                             tokio::time::timeout(timeout, conn::open(server, &path, source))
                                 .await
@@ -837,4 +837,26 @@ mod tests {
         assert_eq!(owed(at(225), 5), 0);
         assert_eq!(owed(at(5000), 0), 20, "nothing is owed past the period");
     }
+}
+
+thread_local! {
+    /// A token every connection of this thread presents (`?token=`), for a
+    /// chatd that requires one; see [`present_token`].
+    static TOKEN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// From now on this thread's connections present `token` (or none).
+pub fn present_token(token: Option<String>) {
+    TOKEN.with(|t| *t.borrow_mut() = token);
+}
+
+/// `path` with the token, if one is to be presented.
+fn with_token(path: String) -> String {
+    TOKEN.with(|t| match t.borrow().as_deref() {
+        None => path,
+        Some(token) => {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}token={token}")
+        }
+    })
 }

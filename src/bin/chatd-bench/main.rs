@@ -11,6 +11,7 @@
 
 mod args;
 mod conn;
+mod deploy;
 mod fleet;
 mod modes;
 mod procfs;
@@ -55,9 +56,16 @@ modes (defaults in brackets):
   cross    senders and half the receivers on --addr, the other half on --remote (chatd
            processes sharing a Redis): the latency the Redis hop adds
            --remote ADDR --clients [100] --senders [10] --rate [1000] --duration [5] --settle [1]
+  deploy   starts redis-server and P chatd on it, N clients spread over them chatting in general at R msgs/s
+           in all, then restarts each chatd in turn (SIGTERM, or SIGKILL with --kill) while the clients
+           follow shutdown_notice or their dropped connection and resume with since; reports what each
+           client never saw or saw twice, reconnects, recoveries and latency (its own --chatd, --server-cpu)
+           --clients [1000] --processes [3] --rate [200] --kill --warmup [3] --pause [2] --settle [5]
+           --drain [15] --history-size [10000]
   suite    the standard set against fresh chatd processes it starts: see BENCHMARKS.md
            --chatd [next to this binary] --server-cpu [none; e.g. 0] --cross (also cross, via redis-server)
-           --only [all] a comma list of ramp, rooms, idle, steps, connect, cross
+           --only [all] a comma list of ramp, rooms, idle, steps, connect, deploy, cross
+           --kill (deploy with SIGKILL)
 
 every mode: --addr [127.0.0.1:8000] --server-pid [from GET /status] --in-flight [500]
             --timeout [10] (seconds per handshake) --json (one JSON object per result)
@@ -76,6 +84,7 @@ fn main() -> ExitCode {
             "idle" => idle(&options),
             "connect" => connect(&options),
             "cross" => cross(&options),
+            "deploy" => deploy(&options),
             "suite" => suite::run(&options),
             "help" | "-h" | "--help" => {
                 println!("{USAGE}");
@@ -377,6 +386,37 @@ fn cross(options: &Options) -> Result<(), String> {
     print_phases(options, "cross", &[("cross".into(), &result)]);
     if !options.flag("json") {
         println!("{}", report::cross_lines(&result));
+    }
+    Ok(())
+}
+
+fn deploy(options: &Options) -> Result<(), String> {
+    let defaults = deploy::Plan::default();
+    let plan = deploy::Plan {
+        clients: options.get("clients", defaults.clients)?,
+        processes: options.get("processes", defaults.processes)?,
+        rate: options.get("rate", defaults.rate)?,
+        kill: options.flag("kill"),
+        history_size: options.get("history-size", defaults.history_size)?,
+        warmup: seconds(options, "warmup", defaults.warmup.as_secs_f64())?,
+        pause: seconds(options, "pause", defaults.pause.as_secs_f64())?,
+        settle: seconds(options, "settle", defaults.settle.as_secs_f64())?,
+        drain: seconds(options, "drain", defaults.drain.as_secs_f64())?,
+    };
+    if plan.clients == 0 || plan.processes == 0 {
+        return Err("--clients and --processes must be at least 1".into());
+    }
+    if !(plan.rate > 0.0 && plan.rate.is_finite()) {
+        return Err("--rate must be a positive msgs/s".into());
+    }
+    let chatd = suite::chatd_path(options)?;
+    let cpu: Option<String> = options.optional("server-cpu")?;
+    options.check_all_read()?;
+    let report = deploy::run(&chatd, cpu.as_deref(), &plan)?;
+    if options.flag("json") {
+        println!("{}", report.json());
+    } else {
+        println!("{}", report.lines());
     }
     Ok(())
 }

@@ -45,8 +45,18 @@ impl Tag {
     /// Finds the tag in a server event; `None` for anything else.
     pub fn find(event: &[u8]) -> Option<Self> {
         let start = TAG_START.find(event)? + b"\"message\":\"B".len();
+        Self::parse_numbers(&event[start..])
+    }
+
+    /// The tag of a chat text (an `echo`'s `message`); `None` for any other
+    /// text.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::parse_numbers(text.as_bytes().strip_prefix(b"B")?)
+    }
+
+    /// The four numbers after the `B`.
+    fn parse_numbers(mut rest: &[u8]) -> Option<Self> {
         let mut numbers = [0u64; 4];
-        let mut rest = &event[start..];
         for (i, number) in numbers.iter_mut().enumerate() {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             if digits == 0 || digits > 19 {

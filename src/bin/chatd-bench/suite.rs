@@ -13,7 +13,7 @@ use crate::args::Options;
 use crate::fleet::{Pacing, PhaseReport};
 use crate::modes::{self, Dialing, Load, Ramp, Target};
 use crate::rooms::Rooms;
-use crate::{block_on, procfs, report};
+use crate::{block_on, deploy, procfs, report};
 
 /// chatd's settings for benchmarking: one worker (one core), no ticker, and
 /// the per-connection rate limit and connection cap lifted (`rooms` and
@@ -21,7 +21,7 @@ use crate::{block_on, procfs, report};
 /// 10,000). 4 MiB of pending
 /// output per client lets a burst queue without a slow-consumer close, while
 /// a client that really stops reading is still cut off.
-const SERVER_ENV: &[(&str, &str)] = &[
+pub(crate) const SERVER_ENV: &[(&str, &str)] = &[
     ("API_HOST", "127.0.0.1"),
     ("WORKERS", "1"),
     ("RATE_LIMIT_PER_SEC", "1000000"),
@@ -36,7 +36,7 @@ const SERVER_ENV: &[(&str, &str)] = &[
 /// No single benchmark may take longer than this.
 const BENCHMARK_LIMIT: Duration = Duration::from_secs(150);
 
-const DIALING: Dialing = Dialing {
+pub(crate) const DIALING: Dialing = Dialing {
     in_flight: 500,
     timeout: Duration::from_secs(10),
 };
@@ -56,7 +56,13 @@ fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
 }
 
 /// A child process stopped (SIGKILL) when dropped.
-struct Process(Child);
+pub(crate) struct Process(Child);
+
+impl Process {
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -66,14 +72,36 @@ impl Drop for Process {
 }
 
 /// A chatd started for one benchmark.
-struct Server {
+pub(crate) struct Server {
     process: Process,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
-    fn start(chatd: &Path, cpu: Option<&str>, extra_env: &[(&str, &str)]) -> Result<Self, String> {
+    /// Starts chatd on a free port and waits until it answers `/healthz`.
+    ///
+    /// # Errors
+    /// As [`Server::start_at`].
+    pub(crate) fn start(
+        chatd: &Path,
+        cpu: Option<&str>,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        Self::start_at(chatd, cpu, extra_env, addr)
+    }
+
+    /// Starts chatd on `addr` (again, in `deploy`) and waits until it answers
+    /// `/healthz`.
+    ///
+    /// # Errors
+    /// chatd cannot be started, exits, or is not healthy within 10 s.
+    pub(crate) fn start_at(
+        chatd: &Path,
+        cpu: Option<&str>,
+        extra_env: &[(&str, &str)],
+        addr: SocketAddr,
+    ) -> Result<Self, String> {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -108,8 +136,39 @@ impl Server {
         }
     }
 
+    /// Sends `signal` (SIGTERM, SIGKILL) to chatd.
+    ///
+    /// # Errors
+    /// The signal could not be sent.
+    pub(crate) fn signal(&self, signal: libc::c_int) -> Result<(), String> {
+        let pid = self.process.0.id() as libc::pid_t;
+        // SAFETY: kill only sends a signal to our own child, still unreaped.
+        if unsafe { libc::kill(pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot signal chatd pid={pid}: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+    }
+
+    /// Waits up to `limit` for chatd to exit; `None` if it has not.
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.process.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// taskset execs chatd, so the child's pid is chatd's.
-    fn target(&self) -> Target {
+    pub(crate) fn target(&self) -> Target {
         Target {
             addr: self.addr,
             pid: Some(self.process.0.id()),
@@ -117,8 +176,9 @@ impl Server {
     }
 }
 
-/// A throwaway redis-server on a free loopback port, for `cross`.
-fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
+/// A throwaway redis-server on a free loopback port, for `cross` and
+/// `deploy`.
+pub(crate) fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
     let port = free_port()?;
     let mut command = match cpu {
         Some(cpu) => {
@@ -188,23 +248,25 @@ struct Row {
 /// # Errors
 /// The options are wrong; a benchmark that fails is reported in the table.
 pub fn run(options: &Options) -> Result<(), String> {
-    let chatd = match options.optional::<PathBuf>("chatd")? {
-        Some(path) => path,
-        None => std::env::current_exe()
-            .map_err(|err| format!("cannot find this binary: {err}"))?
-            .with_file_name("chatd"),
-    };
+    let chatd = chatd_path(options)?;
     let cpu: Option<String> = options.optional("server-cpu")?;
     let cpu = cpu.as_deref();
     let with_cross = options.flag("cross");
+    let deploy: Benchmark = if options.flag("kill") {
+        bench_deploy_kill
+    } else {
+        bench_deploy
+    };
     let only: Option<String> = options.optional("only")?;
     options.check_all_read()?;
-    let benchmarks: [(&str, Benchmark); 6] = [
+    let benchmarks: [(&str, Benchmark); 8] = [
         ("ramp", bench_ramp),
         ("rooms", bench_rooms),
         ("idle", bench_idle),
         ("steps", bench_steps),
         ("connect", bench_connect),
+        ("connect-token", bench_connect_token),
+        ("deploy", deploy),
         ("cross", bench_cross),
     ];
     let chosen = |name: &str| match &only {
@@ -217,7 +279,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         .find(|o| !benchmarks.iter().any(|(name, _)| name == &o.trim()))
     {
         return Err(format!(
-            "--only {unknown:?}: expected ramp, rooms, idle, steps, connect or cross"
+            "--only {unknown:?}: expected ramp, rooms, idle, steps, connect, connect-token, deploy or cross"
         ));
     }
     println!("{}\n", machine());
@@ -232,6 +294,19 @@ pub fn run(options: &Options) -> Result<(), String> {
         println!("| {} | {} | {} |", row.benchmark, row.result, row.target);
     }
     Ok(())
+}
+
+/// `--chatd`, or the chatd next to this binary.
+///
+/// # Errors
+/// `--chatd` is not a path, or this binary cannot be found.
+pub(crate) fn chatd_path(options: &Options) -> Result<PathBuf, String> {
+    match options.optional::<PathBuf>("chatd")? {
+        Some(path) => Ok(path),
+        None => Ok(std::env::current_exe()
+            .map_err(|err| format!("cannot find this binary: {err}"))?
+            .with_file_name("chatd")),
+    }
 }
 
 /// Runs `body` against a fresh chatd; any failure becomes the row's result.
@@ -482,6 +557,49 @@ fn bench_connect(chatd: &Path, cpu: Option<&str>) -> Row {
     }
 }
 
+/// `connect` against a chatd that requires HS256 tokens: every handshake
+/// presents one, verified before the upgrade.
+fn bench_connect_token(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== connect-token: 10,000 handshakes with HS256 tokens, 2,000 in flight");
+    const SECRET: &str = "chatd-bench-secret";
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let claims = serde_json::json!({"sub": "bench", "name": "bench", "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("a secret"),
+    )
+    .expect("the token signs");
+    let dialing = Dialing {
+        in_flight: 2000,
+        ..DIALING
+    };
+    let result = Server::start(chatd, cpu, &[("AUTH_JWT_SECRET", SECRET)])
+        .and_then(|server| {
+            crate::fleet::present_token(Some(token));
+            let connect = bounded(async { Ok(modes::connect(server.addr, 10_000, dialing).await) });
+            crate::fleet::present_token(None);
+            connect
+        })
+        .map(|connect| {
+            println!("{}", report::connect_line(&connect));
+            format!(
+                "**{}** handshakes/s, {} failed (p99 {} ms)",
+                report::thousands(report::handshakes_per_s(&connect) as u64),
+                connect.failures.values().sum::<u64>(),
+                report::ms(connect.handshake.percentile(99.0))
+            )
+        });
+    Row {
+        benchmark: "connect with HS256 tokens, 2,000 in flight",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≥ 5,000 handshakes/s, none failed",
+    }
+}
+
 fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
     println!("\n== cross: 10 senders at 1,000 msgs/s on process A; 50 receivers on A, 50 on B, through Redis");
     let load = Load {
@@ -533,6 +651,58 @@ fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
         benchmark: "cross, 1,000 msgs/s through Redis",
         result: result.unwrap_or_else(|err| format!("error: {err}")),
         target: "≤ 1 ms added at p50, ≤ 5 ms at p99",
+    }
+}
+
+fn bench_deploy(chatd: &Path, cpu: Option<&str>) -> Row {
+    deploy_row(chatd, cpu, false)
+}
+
+fn bench_deploy_kill(chatd: &Path, cpu: Option<&str>) -> Row {
+    deploy_row(chatd, cpu, true)
+}
+
+/// A rolling restart of 3 chatd under 1,000 chatting clients.
+fn deploy_row(chatd: &Path, cpu: Option<&str>, kill: bool) -> Row {
+    let plan = deploy::Plan {
+        kill,
+        ..deploy::Plan::default()
+    };
+    let signal = if kill { "SIGKILL" } else { "SIGTERM" };
+    println!(
+        "\n== deploy: 3 chatd on one Redis, 1,000 clients in general at 200 msgs/s in all; \
+         each chatd in turn gets {signal} and is started again; clients resume with since"
+    );
+    let result = deploy::run(chatd, cpu, &plan).map(|report| {
+        println!("{}", report.lines());
+        let (m, t) = (&report.measured, &report.measured.tally);
+        format!(
+            "**{}** lost, **{}** duplicated of {} said ({} raw repeats by id, {} of them live; {} unconfirmed); \
+             {} reconnects, {} recovered:true, {} recovered:false; p50/p99 during the restart {}{}",
+            m.loss.copies,
+            t.duplicates,
+            report::thousands(m.said),
+            t.raw_duplicates,
+            t.raw_duplicates_live,
+            m.unconfirmed,
+            t.reconnects_after_notice + t.reconnects_after_drop,
+            t.recovered,
+            t.not_recovered,
+            deploy::p50_p99(&t.live[1]),
+            report
+                .restart_error
+                .as_ref()
+                .map_or(String::new(), |err| format!("; restart stopped: {err}"))
+        )
+    });
+    Row {
+        benchmark: if kill {
+            "deploy, rolling SIGKILL restart of 3 chatd, 1,000 clients"
+        } else {
+            "deploy, rolling SIGTERM restart of 3 chatd, 1,000 clients"
+        },
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "0 lost, 0 duplicated",
     }
 }
 
