@@ -98,6 +98,9 @@ pub struct Fanout {
     /// Sessions in more than one room; while there are none, every room's
     /// batch can go straight to its members.
     multi_room: usize,
+    /// Where each flush adds its deliveries, bytes and time: once per turn,
+    /// never per session.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Fanout {
@@ -365,29 +368,49 @@ impl Fanout {
     /// more than one. Otherwise each session's list is gathered first, so it
     /// still gets one delivery.
     pub fn flush(&mut self) {
-        self.batched = 0;
+        let batched = std::mem::take(&mut self.batched);
         let everyone = (!self.everyone.is_empty()).then(|| self.everyone.split().freeze());
-        match (everyone, self.touched.len()) {
-            (None, 0) => {}
+        if everyone.is_none() && self.touched.is_empty() {
+            return;
+        }
+        let started = self.metrics.as_ref().map(|_| std::time::Instant::now());
+        let delivered = match (everyone, self.touched.len()) {
             (Some(frames), 0) => {
                 for session in self.sessions.values() {
                     session.do_send(Deliver::Frames(frames.clone()));
                 }
+                self.sessions.len()
             }
             (None, n) if n == 1 || self.multi_room == 0 => {
+                let mut delivered = 0;
                 for name in self.touched.drain(..) {
                     let room = self.rooms.get_mut(&name).expect("touched rooms exist");
                     let frames = room.batch.split().freeze();
                     for member in room.members.values() {
                         member.do_send(Deliver::Frames(frames.clone()));
                     }
+                    delivered += room.members.len();
                 }
+                delivered
             }
             (everyone, _) => self.flush_lists(everyone),
+        };
+        if let (Some(metrics), Some(started)) = (&self.metrics, started) {
+            metrics.deliveries.inc_by(delivered as u64);
+            metrics.hub_batch_bytes.observe(batched as f64);
+            metrics
+                .hub_turn_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
-    fn flush_lists(&mut self, everyone: Option<Bytes>) {
+    /// Counts every flush in `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: crate::metrics::Metrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Answers how many sessions it handed a list to.
+    fn flush_lists(&mut self, everyone: Option<Bytes>) -> usize {
         let mut batches = Vec::with_capacity(self.touched.len());
         for name in self.touched.drain(..) {
             let room = self.rooms.get_mut(&name).expect("touched rooms exist");
@@ -405,6 +428,7 @@ impl Fanout {
                 list.1.push(frames.clone());
             }
         }
+        let delivered = lists.len();
         for (recipient, mut list) in lists.into_values() {
             let deliver = if list.len() == 1 {
                 Deliver::Frames(list.pop().expect("one batch"))
@@ -413,5 +437,6 @@ impl Fanout {
             };
             recipient.do_send(deliver);
         }
+        delivered
     }
 }

@@ -13,6 +13,8 @@ pub mod frame_guard;
 pub mod healthcheck;
 pub mod history;
 pub mod http;
+pub mod idempotency;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod rate_limit;

@@ -19,8 +19,11 @@ use crate::actors::shutdown_coordinator::{BeginShutdown, DrainPolicy, ShutdownCo
 use crate::actors::ticker::Ticker;
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::idempotency::Idempotency;
+use crate::metrics::Metrics;
 use crate::protocol::ServerId;
 use crate::redis::bridge::{BridgeStatus, RedisBridge};
+use crate::redis::idempotency::RedisKeys;
 use crate::redis::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
@@ -72,7 +75,8 @@ impl Application {
 
         let server_id = ServerId::generate();
         let lifecycle = Arc::new(Lifecycle::new());
-        let (hub, bridge) = start_hub(&config, &server_id);
+        let metrics = Metrics::new();
+        let (hub, bridge) = start_hub(&config, &server_id, &metrics);
         let ticker = config
             .periodic_notification
             .map(|every| Ticker::new(hub.clone(), every).start());
@@ -89,6 +93,14 @@ impl Application {
             verifier: config.auth.as_ref().map(|auth| Arc::new(auth.verifier())),
             page: page.into(),
             static_dir: assets.join("static"),
+            metrics,
+            idempotency: match &config.redis {
+                Some(redis) => Idempotency::in_redis(
+                    RedisKeys::new(&redis.url, &redis.channel)
+                        .expect("Config::from_lookup checked that the Redis URL parses"),
+                ),
+                None => Idempotency::in_memory(),
+            },
         });
         let server = Server::build()
             .workers(config.workers)
@@ -116,6 +128,7 @@ impl Application {
             DrainPolicy {
                 timeout: config.shutdown_timeout,
                 progress_interval: config.shutdown_progress_interval,
+                close_spread: config.shutdown_close_spread,
                 workers: config.workers,
             },
         )
@@ -241,7 +254,11 @@ type Bridge = (Addr<RedisBridge>, Arc<BridgeStatus>);
 
 /// The hub and, when Redis is configured, the bridge it publishes to. They
 /// know each other's address, so the bridge's context exists before the hub.
-fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Bridge>) {
+fn start_hub(
+    config: &Config,
+    server_id: &ServerId,
+    metrics: &Metrics,
+) -> (Addr<ChatHub>, Option<Bridge>) {
     let Some(settings) = &config.redis else {
         return (
             ChatHub::with_presence(
@@ -250,6 +267,7 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
                 None,
                 config.auth.is_some(),
             )
+            .with_metrics(metrics.clone())
             .start(),
             None,
         );
@@ -269,6 +287,7 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
         Some(link),
         config.auth.is_some(),
     )
+    .with_metrics(metrics.clone())
     .start();
     let status = Arc::new(BridgeStatus::default());
     let bridge = RedisBridge::new(
@@ -279,7 +298,8 @@ fn start_hub(config: &Config, server_id: &ServerId) -> (Addr<ChatHub>, Option<Br
         hub.clone(),
         status.clone(),
     )
-    .expect("Config::from_lookup checked that the Redis URL parses");
+    .expect("Config::from_lookup checked that the Redis URL parses")
+    .with_metrics(metrics);
     (hub, Some((bridge_ctx.run(bridge), status)))
 }
 

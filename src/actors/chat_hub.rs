@@ -40,7 +40,7 @@
 //! is left with 1001 (and anyone who connects after that, or after the hub
 //! reported itself empty, is closed the same way at once).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -261,15 +261,26 @@ pub struct Drain {
     pub on_empty: Recipient<HubEmpty>,
 }
 
-/// Close every remaining session with 1001; answers how many were closed.
+/// Close every remaining session with 1001, in batches spread evenly over
+/// `spread` so the clients do not all reconnect elsewhere in one instant;
+/// answers how many are to be closed. A zero `spread` closes them all at once,
+/// also those still waiting in a spread begun earlier (a second signal).
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct ForceClose;
+pub struct ForceClose {
+    /// How long closing everyone may take; zero is at once.
+    pub spread: Duration,
+}
 
 /// How many sessions are connected to this process.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Count;
+
+/// How many rooms have members on this process, for `/metrics`.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountRooms;
 
 /// What the hub hands a session.
 #[derive(Message, Clone, Debug)]
@@ -372,6 +383,9 @@ pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two `typing` events of one user in one room.
 pub const TYPING_EVERY: Duration = Duration::from_secs(2);
 
+/// How often a spread close ([`ForceClose`]) closes its next batch.
+pub const CLOSE_TICK: Duration = Duration::from_millis(50);
+
 /// The shortest and longest delay a draining client is told to wait before
 /// reconnecting; spreading reconnects keeps a deploy from becoming a storm.
 const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 1_000..=10_000;
@@ -411,6 +425,9 @@ struct DrainState {
     on_empty: Option<Recipient<HubEmpty>>,
     /// Set by [`ForceClose`].
     closing: bool,
+    /// The sessions a spread close has still to close, and its timer.
+    to_close: VecDeque<SessionId>,
+    close_timer: Option<SpawnHandle>,
 }
 
 impl DrainState {
@@ -448,6 +465,7 @@ pub struct ChatHub {
     presence_events: bool,
     draining: Option<DrainState>,
     flush_scheduled: bool,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ChatHub {
@@ -486,7 +504,15 @@ impl ChatHub {
             presence_events,
             draining: None,
             flush_scheduled: false,
+            metrics: None,
         }
+    }
+
+    /// Counts deliveries, turns and recoveries in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.fanout.set_metrics(metrics.clone());
+        self.metrics = Some(metrics);
+        self
     }
 
     fn next_message_id(&mut self) -> String {
@@ -622,12 +648,17 @@ impl ChatHub {
     /// replay (Redis away) the epoch is empty and the history too.
     fn joined_json(&self, room: &RoomName, since_given: bool, replay: Option<&Replay>) -> String {
         let history = replay.map_or_else(Vec::new, |r| raw_events(&r.events));
+        let recovered = replay.map_or(since_given.then_some(false), |r| r.recovered);
+        if let (Some(metrics), Some(recovered)) = (&self.metrics, recovered) {
+            let label = if recovered { "true" } else { "false" };
+            metrics.history_recoveries.with_label_values(&[label]).inc();
+        }
         serde_json::to_string(&ServerEvent::Joined {
             room: room.as_str(),
             epoch: replay.map_or("", |r| r.epoch.as_str()),
             offset: replay.map_or(0, |r| r.offset),
             members: self.members_of(room),
-            recovered: replay.map_or(since_given.then_some(false), |r| r.recovered),
+            recovered,
             history,
             ts: now_ms(),
         })
@@ -848,6 +879,28 @@ impl ChatHub {
         }
         .to_wire();
         session.do_send(Deliver::Frames(frame));
+    }
+
+    /// Closes the next `batch` sessions of a spread close; answers how many
+    /// are still waiting after them.
+    fn close_batch(&mut self, batch: usize) -> usize {
+        let Some(drain) = self.draining.as_mut() else {
+            return 0;
+        };
+        let mut closed = 0;
+        while closed < batch {
+            let Some(id) = drain.to_close.pop_front() else {
+                break;
+            };
+            // One that left meanwhile is not counted against the batch.
+            if let Some(member) = self.members.get(&id) {
+                member
+                    .session
+                    .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+                closed += 1;
+            }
+        }
+        drain.to_close.len()
     }
 
     fn tell_if_drained(&mut self) {
@@ -1259,6 +1312,8 @@ impl Handler<Drain> for ChatHub {
             deadline: msg.deadline,
             on_empty: Some(msg.on_empty),
             closing: false,
+            to_close: VecDeque::new(),
+            close_timer: None,
         });
         self.tell_if_drained();
         self.members.len()
@@ -1268,18 +1323,49 @@ impl Handler<Drain> for ChatHub {
 impl Handler<ForceClose> for ChatHub {
     type Result = usize;
 
-    fn handle(&mut self, _: ForceClose, _: &mut Self::Context) -> usize {
+    fn handle(&mut self, msg: ForceClose, ctx: &mut Self::Context) -> usize {
         self.fanout.flush();
-        if let Some(drain) = self.draining.as_mut() {
-            drain.closing = true;
-        }
-        for member in self.members.values() {
-            member
-                .session
-                .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+        let left = self.members.len();
+        let drain = self.draining.get_or_insert_with(|| DrainState {
+            deadline: Instant::now(),
+            on_empty: None,
+            closing: false,
+            to_close: VecDeque::new(),
+            close_timer: None,
+        });
+        drain.closing = true;
+        if let Some(timer) = drain.close_timer.take() {
+            ctx.cancel_future(timer);
         }
         // Members leave as their sessions stop, which tells the coordinator.
-        self.members.len()
+        // As many batches as ticks fit in the spread, or one per member when
+        // there are fewer, evenly apart.
+        let ticks = (msg.spread.as_millis() / CLOSE_TICK.as_millis()) as usize;
+        let batches = ticks.min(left);
+        if batches <= 1 {
+            drain.to_close.clear();
+            for member in self.members.values() {
+                member
+                    .session
+                    .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+            }
+            return left;
+        }
+        drain.to_close = self.members.keys().copied().collect();
+        let batch = left.div_ceil(batches);
+        let every = msg.spread / batches as u32;
+        self.close_batch(batch);
+        let timer = ctx.run_interval(every, move |act, ctx| {
+            if act.close_batch(batch) == 0 {
+                if let Some(timer) = act.draining.as_mut().and_then(|d| d.close_timer.take()) {
+                    ctx.cancel_future(timer);
+                }
+            }
+        });
+        if let Some(drain) = self.draining.as_mut() {
+            drain.close_timer = Some(timer);
+        }
+        left
     }
 }
 
@@ -1297,6 +1383,14 @@ impl Handler<Count> for ChatHub {
 
     fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
         self.members.len()
+    }
+}
+
+impl Handler<CountRooms> for ChatHub {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountRooms, _: &mut Self::Context) -> usize {
+        self.fanout.rooms().count()
     }
 }
 

@@ -10,8 +10,12 @@
 //! 3. Every `SHUTDOWN_PROGRESS_INTERVAL` a line logs the pid, the connections
 //!    left and the seconds until force-close.
 //! 4. The wait ends when the hub reports [`HubEmpty`], when `SHUTDOWN_TIMEOUT`
-//!    passes, or at a second signal. In the last two cases the hub closes the
-//!    rest with 1001 ([`ForceClose`]) and the coordinator waits at most
+//!    passes, or at a second signal. At the deadline the hub closes the rest
+//!    with 1001 ([`ForceClose`]) in batches spread over
+//!    `SHUTDOWN_CLOSE_SPREAD`, so they do not all reconnect to the next
+//!    process in the same instant; the progress line goes on saying how many
+//!    are left. A second signal (before or during the spread) closes everyone
+//!    left at once. The coordinator waits the spread plus at most
 //!    [`CLOSE_GRACE`] for them to go.
 //! 5. The actors in `stop_at_exit` (the Redis bridge) are stopped and the HTTP
 //!    server is stopped, which ends `Application::run_until_stopped` and the
@@ -59,6 +63,8 @@ pub struct DrainPolicy {
     pub timeout: Duration,
     /// How often the drain logs its progress.
     pub progress_interval: Duration,
+    /// Over how long the clients left at the deadline are closed.
+    pub close_spread: Duration,
     /// Worker threads, for the log.
     pub workers: usize,
 }
@@ -135,28 +141,48 @@ impl ShutdownCoordinator {
                 .spawn(ctx);
         });
         let force = ctx.run_later(self.policy.timeout, |act, ctx| {
-            act.force_close("shutdown timeout reached", ctx);
+            act.force_close("shutdown timeout reached", act.policy.close_spread, ctx);
         });
         self.timers.extend([progress, force]);
     }
 
-    fn force_close(&mut self, why: &'static str, ctx: &mut Context<Self>) {
+    fn force_close(&mut self, why: &'static str, spread: Duration, ctx: &mut Context<Self>) {
         self.phase = Phase::Closing;
         self.cancel_timers(ctx);
         let pid = std::process::id();
         self.hub
-            .send(ForceClose)
+            .send(ForceClose { spread })
             .into_actor(self)
-            .map(move |closed, act, ctx| {
-                let closed = closed.unwrap_or(0);
-                log::info!("{why}: closing remaining clients with 1001 pid={pid} closed={closed}");
-                if closed == 0 {
+            .map(move |closing, act, ctx| {
+                let closing = closing.unwrap_or(0);
+                log::info!(
+                    "{why}: closing remaining clients with 1001 pid={pid} closed={closing} \
+                     spread_s={}",
+                    spread.as_secs()
+                );
+                if closing == 0 {
                     act.finish("no clients left", ctx);
                 }
             })
             .wait(ctx);
-        let grace = ctx.run_later(CLOSE_GRACE, |act, ctx| act.finish("close grace over", ctx));
-        self.timers.push(grace);
+        let closes_by = Instant::now() + spread;
+        let progress = ctx.run_interval(self.policy.progress_interval, move |act, ctx| {
+            act.hub
+                .send(Count)
+                .into_actor(act)
+                .map(move |left, _, _| {
+                    log::info!(
+                        "closing pid={pid} connections={} seconds_left={}",
+                        left.unwrap_or(0),
+                        seconds_left(closes_by)
+                    );
+                })
+                .spawn(ctx);
+        });
+        let grace = ctx.run_later(spread + CLOSE_GRACE, |act, ctx| {
+            act.finish("close grace over", ctx)
+        });
+        self.timers.extend([progress, grace]);
     }
 
     fn finish(&mut self, why: &'static str, ctx: &mut Context<Self>) {
@@ -208,9 +234,17 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
                     msg.cause,
                     std::process::id()
                 );
-                self.force_close("second signal", ctx);
+                self.force_close("second signal", Duration::ZERO, ctx);
             }
-            Phase::Closing | Phase::Done => {}
+            Phase::Closing => {
+                log::info!(
+                    "second {} pid={}: closing the rest at once",
+                    msg.cause,
+                    std::process::id()
+                );
+                self.force_close("second signal", Duration::ZERO, ctx);
+            }
+            Phase::Done => {}
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
 use crate::frame_guard::FRAME_TOO_BIG;
 use crate::history::Since;
+use crate::metrics::Metrics;
 use crate::protocol::{
     now_ms, parse_frame, ClientFrame, DisplayName, FrameError, RoomName, ServerEvent, SessionId,
 };
@@ -92,6 +93,9 @@ pub struct WsSession {
     early: Option<Box<Early>>,
     fragments: Option<Fragments>,
     closing: bool,
+    /// The close code sent or received, for the metrics.
+    close_code: Option<u16>,
+    metrics: Option<Metrics>,
     _permit: ConnectionPermit,
 }
 
@@ -134,12 +138,27 @@ impl WsSession {
             early: Some(Box::default()),
             fragments: None,
             closing: false,
+            close_code: None,
+            metrics: None,
             _permit: permit,
+        }
+    }
+
+    /// Counts what this client does in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, add: impl FnOnce(&Metrics)) {
+        if let Some(metrics) = &self.metrics {
+            add(metrics);
         }
     }
 
     /// Sends the client an `error` event; the connection stays open.
     fn refuse(&mut self, error: &FrameError) {
+        self.count(|m| m.messages_refused.with_label_values(&[error.code()]).inc());
         let message = error.to_string();
         let event = ServerEvent::Error {
             code: error.code(),
@@ -164,6 +183,7 @@ impl WsSession {
             return;
         }
         self.closing = true;
+        self.close_code = Some(u16::from(code));
         let frame = wire::close_with(code, reason);
         let Some(early) = self.early.as_mut() else {
             self.outbound.push(frame);
@@ -193,6 +213,7 @@ impl WsSession {
             self.refuse(&FrameError::RateLimited);
         } else {
             log::info!("closing a flooding client={}", self.id);
+            self.count(|m| m.cuts.with_label_values(&["rate_limit"]).inc());
             self.close(ctx, CloseCode::Policy, "rate limit exceeded");
         }
         false
@@ -209,6 +230,7 @@ impl WsSession {
             "closing a slow consumer client={} pending_bytes={pending}",
             self.id
         );
+        self.count(|m| m.cuts.with_label_values(&["slow_consumer"]).inc());
         self.close(
             ctx,
             CloseCode::Policy,
@@ -222,8 +244,9 @@ impl WsSession {
             return;
         }
         let frame = parse_frame(text, self.limits.max_message_bytes);
-        if let Err(error) = frame.and_then(|frame| self.on_client_frame(frame, ctx)) {
-            self.refuse(&error);
+        match frame.and_then(|frame| self.on_client_frame(frame, ctx)) {
+            Ok(()) => self.count(|m| m.messages_accepted.inc()),
+            Err(error) => self.refuse(&error),
         }
     }
 
@@ -410,6 +433,7 @@ impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.count(|m| m.connections_opened.inc());
         self.schedule_expiry(ctx);
         self.hub.do_send(Connect {
             id: self.id,
@@ -429,6 +453,8 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        let code = self.close_code;
+        self.count(|m| m.connection_closed(code));
         self.hub.do_send(Disconnect { id: self.id });
     }
 }
@@ -495,6 +521,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
             Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 self.closing = true;
+                self.close_code = Some(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
                 self.outbound
                     .push(wire::close(reason.filter(|r| may_echo(r.code))));
                 ctx.stop();

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 405: the route exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 409: a request with the same `Idempotency-Key` is still being sent.
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    InProgress,
     /// 413: a body or message over its limit.
     #[error("{0}")]
     TooLarge(String),
@@ -58,6 +61,7 @@ impl ResponseError for ApiError {
             ApiError::OriginNotAllowed | ApiError::NotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InProgress => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Draining | ApiError::TooManyConnections | ApiError::HistoryUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -71,6 +75,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Draining | ApiError::TooManyConnections | ApiError::HistoryUnavailable => {
                 response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            ApiError::InProgress => {
+                response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Unauthorized | ApiError::BadToken(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

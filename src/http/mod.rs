@@ -46,6 +46,10 @@ pub struct AppState {
     pub page: web::Bytes,
     /// Where `static/` is served from.
     pub static_dir: PathBuf,
+    /// What `GET /metrics` reports.
+    pub metrics: crate::metrics::Metrics,
+    /// The `Idempotency-Key`s of `POST /notify`.
+    pub idempotency: crate::idempotency::Idempotency,
 }
 
 impl AppState {
@@ -97,6 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
     .route("/rooms/{room}/presence", web::get().to(rooms::presence))
     .route("/status", web::get().to(status::status))
     .route("/healthz", web::get().to(status::healthz))
+    .route("/metrics", web::get().to(status::metrics))
     .route("/readyz", web::get().to(status::readyz))
     .service(
         web::scope("/static")

@@ -8,6 +8,12 @@
 //! ([`protocol::chat_text`]). A room with no members anywhere is no error: the
 //! answer says 0 clients. When NOTIFY_TOKEN is set the request needs
 //! `Authorization: Bearer <token>`.
+//!
+//! With an `Idempotency-Key` header (1 to 128 printable ASCII characters) a
+//! request is sent once per key within 5 minutes, on every process that
+//! shares the Redis, and a repeat gets the first answer, the same count
+//! included; see [`crate::idempotency`]. The key names the request alone: a
+//! repeat with another message still gets the first answer.
 
 use std::collections::HashMap;
 
@@ -20,10 +26,14 @@ use serde_json::json;
 use crate::actors::chat_hub::{Audience, Notify, Scope};
 use crate::auth::UserId;
 use crate::http::{ApiError, AppState};
+use crate::idempotency::{Answer, IdempotencyKey, OnceError};
 use crate::protocol::{self, FrameError, RoomName};
 
 /// The largest body `/notify` reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The header that makes a request idempotent.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The fields `/notify` reads, from the query or the body.
 #[derive(Deserialize, Default)]
@@ -44,6 +54,7 @@ pub async fn notify(
     if state.lifecycle.is_draining() {
         return Err(ApiError::Draining);
     }
+    let key = idempotency_key(&req)?;
     let body = read_body(payload).await?;
     let params = params_from(&req, &body)?;
     let message = protocol::chat_text(params.message, state.config.limits.max_message_bytes)
@@ -75,22 +86,52 @@ pub async fn notify(
             return Err(ApiError::BadRequest("give room or user, not both".into()))
         }
     };
-    let sent = state
-        .hub
-        .send(Notify {
-            message,
-            audience,
-            scope: Scope::Everywhere,
-        })
-        .await
-        .map_err(|err| {
-            log::error!("notify: the hub did not answer: {err}");
-            ApiError::Internal
-        })?;
+    let send = async {
+        let sent = state
+            .hub
+            .send(Notify {
+                message,
+                audience,
+                scope: Scope::Everywhere,
+            })
+            .await
+            .map_err(|err| {
+                log::error!("notify: the hub did not answer: {err}");
+                ApiError::Internal
+            })?;
+        Ok(Answer { sent })
+    };
+    let Answer { sent } = match &key {
+        None => send.await?,
+        Some(key) => state
+            .idempotency
+            .once(key, send)
+            .await
+            .map_err(|err| match err {
+                OnceError::InFlight => ApiError::InProgress,
+                OnceError::Send(err) => err,
+            })?,
+    };
     Ok(HttpResponse::Ok().json(json!({
         "status": "success",
         "message": format!("Notification sent to {sent} clients"),
     })))
+}
+
+/// The request's `Idempotency-Key`, checked, when it has one.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "give one Idempotency-Key header, not several".into(),
+        ));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|err| ApiError::BadRequest(err.to_string()))
 }
 
 async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {

@@ -117,7 +117,7 @@ async fn accept(
     socket.set_nodelay(true)?;
 
     let limits = &state.limits;
-    let outbound = Rc::new(Outbound::default());
+    let outbound = Rc::new(Outbound::counted(&state.metrics));
     let session = WsSession::new(
         name,
         rooms,
@@ -131,7 +131,8 @@ async fn accept(
         limits.clone(),
         outbound.clone(),
         permit,
-    );
+    )
+    .with_metrics(state.metrics.clone());
     let reader = SocketReader::new(socket.clone(), early, limits.max_frame_bytes);
     let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
     let session = Box::pin(WebsocketContext::with_codec(session, reader, codec));

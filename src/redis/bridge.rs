@@ -118,6 +118,21 @@ impl BridgeStatus {
         self.state.store(state as u8, Ordering::Relaxed);
     }
 
+    /// Whether the link is up.
+    pub fn connected(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == LinkState::Connected as u8
+    }
+
+    /// Events waiting in the outbox.
+    pub fn outbox(&self) -> usize {
+        self.outbox.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped from a full outbox.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// The `redis` object of `/status`.
     pub fn to_json(&self) -> serde_json::Value {
         let state = if self.state.load(Ordering::Relaxed) == LinkState::Connected as u8 {
@@ -168,6 +183,8 @@ struct Settle {
 /// Relays events through Redis; see the module docs.
 pub struct RedisBridge {
     hub: Addr<ChatHub>,
+    /// Times each store-and-publish round trip, when metrics are kept.
+    round_trip: Option<prometheus::Histogram>,
     server: ServerId,
     client: redis::Client,
     url: String,
@@ -217,6 +234,7 @@ impl RedisBridge {
         let client = redis::Client::open(settings.url.as_str())?;
         Ok(Self {
             hub,
+            round_trip: None,
             client,
             url: redacted(&settings.url),
             channels: Channels::new(&settings.channel),
@@ -240,6 +258,12 @@ impl RedisBridge {
             seen: Seen::default(),
             dropped_unlogged: 0,
         })
+    }
+
+    /// Times every store-and-publish round trip in `metrics`.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.round_trip = Some(metrics.publish_round_trip_seconds.clone());
+        self
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -545,7 +569,9 @@ impl RedisBridge {
         let mut publisher = link.publisher.clone();
         let generation = self.generation;
         self.flushing = true;
+        let round_trip = self.round_trip.clone();
         let send = async move {
+            let _timer = round_trip.as_ref().map(prometheus::Histogram::start_timer);
             let numbered: Vec<(String, u64)> = pipe.query_async(&mut publisher).await?;
             Ok::<_, redis::RedisError>(numbered)
         };

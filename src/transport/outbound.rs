@@ -21,9 +21,19 @@ const MAX_SLICES: usize = 64;
 pub struct Outbound {
     frames: RefCell<VecDeque<Bytes>>,
     bytes: Cell<usize>,
+    /// Socket writes and the bytes they wrote, counted once per write.
+    counters: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl Outbound {
+    /// A queue whose writes are counted in `metrics`.
+    pub fn counted(metrics: &crate::metrics::Metrics) -> Self {
+        Self {
+            counters: Some((metrics.writes.clone(), metrics.bytes_written.clone())),
+            ..Self::default()
+        }
+    }
+
     /// Queues encoded frames for the client.
     pub fn push(&self, frames: Bytes) {
         if frames.is_empty() {
@@ -59,6 +69,10 @@ impl Outbound {
                     Err(err) => return Poll::Ready(Err(err)),
                 }
             };
+            if let Some((writes, bytes)) = &self.counters {
+                writes.inc();
+                bytes.inc_by(written as u64);
+            }
             self.consume(written);
         }
         Poll::Ready(Ok(()))

@@ -35,3 +35,64 @@ fn api_port_zero_binds_a_free_port_and_logs_it() {
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_for_exit(Duration::from_secs(10)), 0);
 }
+
+#[test]
+fn chatd_config_shows_each_value_and_whether_it_came_from_env_file_or_environment() {
+    let dir = std::env::temp_dir().join(format!("chatd-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        "API_PORT=9100\nHISTORY_SIZE=200\nNOTIFY_TOKEN=s3cret\n",
+    )
+    .unwrap();
+
+    let output = chatd_command(&[("API_PORT", "9200")])
+        .arg("config")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("chatd runs");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(output.status.code(), Some(0));
+    let report = String::from_utf8_lossy(&output.stdout);
+    let line = |name: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{report}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("API_PORT"), "API_PORT=9200 # environment");
+    assert_eq!(line("HISTORY_SIZE"), "HISTORY_SIZE=200 # .env");
+    assert_eq!(line("NOTIFY_TOKEN"), "NOTIFY_TOKEN=*** # .env");
+    assert_eq!(line("HISTORY_TTL"), "HISTORY_TTL=86400 # default");
+    assert!(!report.contains("s3cret"), "{report}");
+}
+
+#[actix_web::test]
+async fn log_format_json_writes_one_object_per_line_with_the_facts_as_fields() {
+    let mut server = ServerProcess::start(&[("LOG_FORMAT", "json")]);
+    let (client, _) = server.connect_ws("ana").await;
+    client.leave().await;
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_for_exit(Duration::from_secs(10)), 0);
+    server.wait_for_line("drain finished");
+
+    let pid = server.pid();
+    for line in &server.log {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        for field in ["time", "level", "target", "message"] {
+            assert!(event[field].is_string(), "no {field}: {line}");
+        }
+        assert_eq!(event["pid"], pid, "{line}");
+    }
+    let listening = server.wait_for_line("listening on");
+    let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["workers"], 1, "{listening}");
+    assert_eq!(listening["redis"], "off", "{listening}");
+}

@@ -26,7 +26,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 /// Logs go to the test output only when TEST_LOG is set.
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        chatd::telemetry::init("debug");
+        chatd::telemetry::init("debug", chatd::telemetry::LogFormat::Human);
     }
 }
 
@@ -109,6 +109,11 @@ impl TestApp {
     /// `POST /notify` with these query parameters.
     pub async fn post_notify_with(&self, query: &[(&str, &str)]) -> (u16, Value) {
         post_notify(&self.http, &self.url("/notify"), query).await
+    }
+
+    /// `POST /notify?message=…` with an `Idempotency-Key` header.
+    pub async fn post_notify_keyed(&self, key: &str, message: &str) -> (u16, Value) {
+        post_notify_keyed(&self.http, &self.url("/notify"), key, message).await
     }
 
     /// `GET /rooms`, as a map of room → members.
@@ -385,6 +390,25 @@ pub async fn post_notify(http: &awc::Client, url: &str, query: &[(&str, &str)]) 
 /// `GET url` with `http`: the status and the JSON body.
 pub async fn get_json(http: &awc::Client, url: &str) -> (u16, Value) {
     let mut response = http.get(url).send().await.expect("GET answers");
+    let body = response.json::<Value>().await.expect("a JSON body");
+    (response.status().as_u16(), body)
+}
+
+/// `POST url?message=…` with `Idempotency-Key: key`: the status and the JSON body.
+pub async fn post_notify_keyed(
+    http: &awc::Client,
+    url: &str,
+    key: &str,
+    message: &str,
+) -> (u16, Value) {
+    let mut response = http
+        .post(url)
+        .insert_header(("Idempotency-Key", key))
+        .query(&[("message", message)])
+        .unwrap()
+        .send()
+        .await
+        .expect("POST /notify answers");
     let body = response.json::<Value>().await.expect("a JSON body");
     (response.status().as_u16(), body)
 }

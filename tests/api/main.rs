@@ -3,12 +3,15 @@
 mod bad_input;
 mod bench;
 mod chat;
+mod cli;
 mod config;
 mod docker;
 mod helpers;
 mod history;
+mod idempotency;
 mod identity;
 mod limits;
+mod metrics;
 mod notify;
 mod raw_ws;
 mod redis;

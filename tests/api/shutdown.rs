@@ -1,11 +1,12 @@
 //! Graceful shutdown, driven by real signals to a chatd process.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use libc::{SIGINT, SIGTERM};
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, Ending};
+use crate::helpers::{spawn_app, spawn_app_with, Ending, WsClient};
 use crate::server_process::ServerProcess;
 
 #[actix_web::test]
@@ -138,4 +139,78 @@ async fn a_drain_started_in_process_notifies_and_stops_the_server() {
     assert_eq!(ana.next_event().await["type"], "shutdown_notice");
     ana.leave().await;
     app.wait_until_stopped().await;
+}
+
+#[actix_web::test]
+async fn clients_left_at_the_deadline_are_closed_over_the_spread_not_in_one_instant() {
+    const CLIENTS: usize = 1000;
+    let spread = Duration::from_secs(2);
+    let app = spawn_app_with(|config| {
+        config.shutdown_timeout = Duration::from_secs(1);
+        config.shutdown_close_spread = spread;
+    })
+    .await;
+    let mut clients: Vec<WsClient> = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS / 50 {
+        let batch = join_all((0..50).map(|_| app.connect_ws("stayer"))).await;
+        clients.extend(batch.into_iter().map(|(client, _)| client));
+    }
+    app.wait_for_connections(CLIENTS as u64).await;
+
+    app.begin_shutdown();
+    let endings = join_all(clients.iter_mut().map(|client| async {
+        let ending = client.ending().await;
+        (ending, Instant::now())
+    }))
+    .await;
+
+    let mut closed_at: Vec<Instant> = endings
+        .iter()
+        .map(|(ending, at)| {
+            assert_eq!(*ending, Ending::Closed(1001));
+            *at
+        })
+        .collect();
+    closed_at.sort();
+    let took = closed_at[CLIENTS - 1] - closed_at[0];
+    assert!(
+        took >= spread / 2 && took <= spread + Duration::from_secs(2),
+        "the closes took {took:?}, the spread is {spread:?}"
+    );
+    let window = Duration::from_millis(10);
+    let busiest = (0..CLIENTS)
+        .map(|i| closed_at[i..].partition_point(|at| *at - closed_at[i] < window))
+        .max()
+        .unwrap();
+    assert!(
+        busiest <= CLIENTS / 4,
+        "{busiest} of {CLIENTS} clients were closed within one {window:?} window"
+    );
+    app.wait_until_stopped().await;
+}
+
+#[actix_web::test]
+async fn a_second_signal_during_the_spread_closes_the_rest_at_once() {
+    let mut server = ServerProcess::start(&[
+        ("SHUTDOWN_TIMEOUT", "1"),
+        ("SHUTDOWN_CLOSE_SPREAD", "600"),
+        ("SHUTDOWN_PROGRESS_INTERVAL", "1"),
+    ]);
+    let (mut ana, _) = server.connect_ws("ana").await;
+    let (mut bo, _) = server.connect_ws("bo").await;
+    let pid = server.pid();
+
+    server.signal(SIGTERM);
+    // Of two clients over 600 s, one is closed at the deadline, the other
+    // 300 s later.
+    let first = tokio::select! {
+        ending = ana.ending() => { assert_eq!(ending, Ending::Closed(1001)); "ana" }
+        ending = bo.ending() => { assert_eq!(ending, Ending::Closed(1001)); "bo" }
+    };
+    server.wait_for_line(&format!("closing pid={pid} connections=1"));
+    server.signal(SIGTERM);
+
+    let rest = if first == "ana" { &mut bo } else { &mut ana };
+    assert_eq!(rest.ending().await, Ending::Closed(1001));
+    assert_eq!(server.wait_for_exit(Duration::from_secs(10)), 0);
 }

@@ -1,11 +1,18 @@
 //! Settings read once at start-up from the environment (and `.env`).
 //!
-//! Every setting has a default, so an empty environment runs one process on
-//! 127.0.0.1:8000 with no Redis. A value that does not parse stops start-up
-//! with one [`ConfigError`] line naming the variable, the value and what was
-//! expected; after that every value is trusted and carries its unit.
+//! Every setting is declared once, in [`settings::SETTINGS`]: its default,
+//! what it accepts and the words of its error line come from there. An empty
+//! environment runs one process on 127.0.0.1:8000 with no Redis. A value that
+//! does not parse stops start-up with one [`ConfigError`] line naming the
+//! variable, the value and what was expected; after that every value is
+//! trusted and carries its unit.
+
+pub mod report;
+pub mod settings;
 
 use std::time::Duration;
+
+use settings::{setting_named, Accepts};
 
 /// A setting whose value could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,10 +126,15 @@ pub struct Config {
     pub redis: Option<RedisSettings>,
     /// An env_logger filter such as `info` or `chatd=debug`; `RUST_LOG` wins.
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: crate::telemetry::LogFormat,
     /// How long a drain waits for clients to leave before closing them.
     pub shutdown_timeout: Duration,
     /// How often a drain logs its progress.
     pub shutdown_progress_interval: Duration,
+    /// Over how long the clients left at the drain deadline are closed, in
+    /// batches; zero closes them all at once.
+    pub shutdown_close_spread: Duration,
     /// How often every client gets a periodic notification; `None` is off.
     pub periodic_notification: Option<Duration>,
     pub limits: Limits,
@@ -154,16 +166,16 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&|key| lookup(key).filter(|v| !v.trim().is_empty()));
         let limits = Limits {
-            max_message_bytes: env.number("MAX_MESSAGE_BYTES", 4096, 1..=1 << 20)?,
-            max_frame_bytes: env.number("MAX_FRAME_BYTES", 64 * 1024, 64..=16 << 20)?,
-            rate_per_second: env.number("RATE_LIMIT_PER_SEC", 10, 1..=1_000_000)?,
-            rate_burst: env.number("RATE_LIMIT_BURST", 20, 1..=1_000_000)?,
-            max_connections: env.number("MAX_CONNECTIONS", 10_000, 1..=1_000_000)?,
-            max_pending_bytes: env.number("MAX_PENDING_BYTES", 1 << 20, 1024..=1 << 30)?,
-            max_name_chars: env.number("MAX_NAME_CHARS", 32, 1..=256)?,
-            max_rooms_per_connection: env.number("MAX_ROOMS_PER_CONNECTION", 50, 1..=1000)?,
-            heartbeat_interval: env.seconds("HEARTBEAT_INTERVAL", 10, 1)?,
-            client_timeout: env.seconds("CLIENT_TIMEOUT", 30, 1)?,
+            max_message_bytes: env.number("MAX_MESSAGE_BYTES")?,
+            max_frame_bytes: env.number("MAX_FRAME_BYTES")?,
+            rate_per_second: env.number("RATE_LIMIT_PER_SEC")?,
+            rate_burst: env.number("RATE_LIMIT_BURST")?,
+            max_connections: env.number("MAX_CONNECTIONS")?,
+            max_pending_bytes: env.number("MAX_PENDING_BYTES")?,
+            max_name_chars: env.number("MAX_NAME_CHARS")?,
+            max_rooms_per_connection: env.number("MAX_ROOMS_PER_CONNECTION")?,
+            heartbeat_interval: env.seconds("HEARTBEAT_INTERVAL")?,
+            client_timeout: env.seconds("CLIENT_TIMEOUT")?,
         };
         if limits.max_message_bytes > limits.max_frame_bytes {
             return Err(ConfigError {
@@ -173,10 +185,10 @@ impl Config {
             });
         }
         let history = HistorySettings {
-            size: env.number("HISTORY_SIZE", 100, 1..=10_000)?,
-            ttl: env.seconds("HISTORY_TTL", 86_400, 1)?,
-            on_join: env.number("HISTORY_ON_JOIN", 50, 0..=10_000)?,
-            memory_bytes: env.number("HISTORY_MEMORY_BYTES", 64 << 20, 1 << 16..=1 << 40)?,
+            size: env.number("HISTORY_SIZE")?,
+            ttl: env.seconds("HISTORY_TTL")?,
+            on_join: env.number("HISTORY_ON_JOIN")?,
+            memory_bytes: env.number("HISTORY_MEMORY_BYTES")?,
         };
         if history.on_join > history.size {
             return Err(ConfigError {
@@ -185,22 +197,27 @@ impl Config {
                 expected: "a number of events no larger than HISTORY_SIZE",
             });
         }
-        let periodic = env.seconds("PERIODIC_NOTIFICATION", 10, 0)?;
+        let periodic = env.seconds("PERIODIC_NOTIFICATION")?;
         Ok(Config {
-            api_host: env.text("API_HOST").unwrap_or_else(|| "127.0.0.1".into()),
-            api_port: env.number("API_PORT", 8000, 0..=u16::MAX)?,
-            workers: env.number("WORKERS", default_workers(), 1..=1024)?,
+            api_host: env.text_or_default("API_HOST"),
+            api_port: env.number("API_PORT")?,
+            workers: env.number_or("WORKERS", default_workers() as u64)?,
             redis: redis_settings(&env)?,
             log_level: log_level(&env)?,
-            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT", 1800, 0)?,
-            shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL", 5, 1)?,
+            log_format: match env.choice("LOG_FORMAT")?.as_str() {
+                "json" => crate::telemetry::LogFormat::Json,
+                _ => crate::telemetry::LogFormat::Human,
+            },
+            shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT")?,
+            shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL")?,
+            shutdown_close_spread: env.seconds("SHUTDOWN_CLOSE_SPREAD")?,
             periodic_notification: (!periodic.is_zero()).then_some(periodic),
             limits,
             history,
             allowed_origins: allowed_origins(&env),
             notify_token: env.text("NOTIFY_TOKEN"),
             auth: auth_setting(&env)?,
-            presence_ttl: env.seconds("PRESENCE_TTL", 10, 3)?,
+            presence_ttl: env.seconds("PRESENCE_TTL")?,
         })
     }
 
@@ -210,7 +227,8 @@ impl Config {
     }
 }
 
-fn default_workers() -> usize {
+/// WORKERS when unset: the CPUs chatd may use.
+pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -218,7 +236,7 @@ fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
     let (var, url) = match (env.text("REDIS_URL"), env.text("REDIS_HOST")) {
         (Some(url), _) => ("REDIS_URL", url),
         (None, Some(host)) => {
-            let port: u16 = env.number("REDIS_PORT", 6379, 1..=u16::MAX)?;
+            let port: u16 = env.number("REDIS_PORT")?;
             ("REDIS_HOST", format!("redis://{host}:{port}"))
         }
         (None, None) => return Ok(None),
@@ -230,37 +248,23 @@ fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
         return Err(ConfigError {
             var,
             value: crate::redis::relay::redacted(&env.text(var).unwrap_or_default()),
-            expected: if var == "REDIS_URL" {
-                "a URL such as redis://127.0.0.1:6379"
-            } else {
-                "a host name or address such as redis or 127.0.0.1"
-            },
+            expected: setting_named(var).expected,
         });
     }
     Ok(Some(RedisSettings {
         url,
-        channel: env
-            .text("REDIS_CHANNEL")
-            .unwrap_or_else(|| "chatd:events".into()),
-        outbox_capacity: env.number("REDIS_OUTBOX", 10_000, 1..=10_000_000)?,
+        channel: env.text_or_default("REDIS_CHANNEL"),
+        outbox_capacity: env.number("REDIS_OUTBOX")?,
     }))
 }
 
 fn log_level(env: &Env) -> Result<String, ConfigError> {
-    let Some(level) = env.text("LOG_LEVEL") else {
-        return Ok("info".into());
-    };
-    let lower = level.to_ascii_lowercase();
-    match lower.as_str() {
-        "off" | "error" | "warn" | "warning" | "info" | "debug" | "trace" | "critical" => {
-            Ok(match lower.as_str() {
-                "warning" => "warn".into(),
-                "critical" => "error".into(),
-                _ => lower,
-            })
-        }
-        _ => Err(env.invalid("LOG_LEVEL", "one of error, warn, info, debug, trace, off")),
-    }
+    let level = env.choice("LOG_LEVEL")?;
+    Ok(match level.as_str() {
+        "warning" => "warn".into(),
+        "critical" => "error".into(),
+        _ => level,
+    })
 }
 
 fn auth_setting(env: &Env) -> Result<Option<AuthSetting>, ConfigError> {
@@ -301,8 +305,8 @@ fn allowed_origins(env: &Env) -> AllowedOrigins {
     }
 }
 
-/// The lookup, with the parsing helpers that turn a bad value into a
-/// [`ConfigError`].
+/// The lookup, with the parsing helpers that read a setting as its
+/// declaration says and turn a bad value into a [`ConfigError`].
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
@@ -310,58 +314,67 @@ impl Env<'_> {
         (self.0)(var).map(|v| v.trim().to_string())
     }
 
-    fn invalid(&self, var: &'static str, expected: &'static str) -> ConfigError {
+    /// The value, or the declared default.
+    fn text_or_default(&self, var: &'static str) -> String {
+        self.text(var)
+            .unwrap_or_else(|| match setting_named(var).default {
+                settings::DefaultValue::Value(value) => value.to_string(),
+                other => panic!("{var} has no default text: {other:?}"),
+            })
+    }
+
+    fn invalid(&self, var: &'static str) -> ConfigError {
         ConfigError {
             var,
             value: (self.0)(var).unwrap_or_default(),
-            expected,
+            expected: setting_named(var).expected,
         }
     }
 
-    fn number<T>(
+    /// A whole number within the declared range, or the declared default.
+    fn number<T: TryFrom<u64>>(&self, var: &'static str) -> Result<T, ConfigError> {
+        let default = match setting_named(var).default {
+            settings::DefaultValue::Value(value) => value.parse::<u64>().ok(),
+            _ => None,
+        };
+        let default = default.unwrap_or_else(|| panic!("{var} has no numeric default"));
+        self.number_or(var, default)
+    }
+
+    /// A whole number within the declared range, or `default`.
+    fn number_or<T: TryFrom<u64>>(
         &self,
         var: &'static str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display,
-    {
-        let Some(raw) = self.text(var) else {
-            return Ok(default);
+        default: u64,
+    ) -> Result<T, ConfigError> {
+        let Accepts::Whole { min, max } = setting_named(var).accepts else {
+            panic!("{var} is not declared as a whole number");
         };
-        match raw.parse::<T>() {
-            Ok(value) if range.contains(&value) => Ok(value),
-            _ => Err(self.invalid(var, expected_range(var))),
-        }
+        let value = match self.text(var) {
+            None => default,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(value) if (min..=max).contains(&value) => value,
+                _ => return Err(self.invalid(var)),
+            },
+        };
+        T::try_from(value).map_err(|_| self.invalid(var))
     }
 
-    fn seconds(&self, var: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
-        self.number(var, default, min..=u64::MAX / 4)
-            .map(Duration::from_secs)
+    fn seconds(&self, var: &'static str) -> Result<Duration, ConfigError> {
+        self.number::<u64>(var).map(Duration::from_secs)
     }
-}
 
-/// What each numeric setting accepts, in words for the start-up error line.
-fn expected_range(var: &str) -> &'static str {
-    match var {
-        "API_PORT" => "a port number from 0 to 65535 (0 = any free port)",
-        "REDIS_PORT" => "a port number from 1 to 65535",
-        "WORKERS" => "a whole number of worker threads from 1 to 1024",
-        "PERIODIC_NOTIFICATION" | "SHUTDOWN_TIMEOUT" => "a whole number of seconds, 0 or more",
-        "HEARTBEAT_INTERVAL" | "CLIENT_TIMEOUT" | "SHUTDOWN_PROGRESS_INTERVAL" | "HISTORY_TTL" => {
-            "a whole number of seconds, 1 or more"
+    /// One of the declared words (lower-cased), or the declared default.
+    fn choice(&self, var: &'static str) -> Result<String, ConfigError> {
+        let Accepts::OneOf(words) = setting_named(var).accepts else {
+            panic!("{var} is not declared as a choice");
+        };
+        let value = self.text_or_default(var).to_ascii_lowercase();
+        if words.contains(&value.as_str()) {
+            Ok(value)
+        } else {
+            Err(self.invalid(var))
         }
-        "MAX_FRAME_BYTES" => "a size in bytes from 64 to 16777216",
-        "MAX_PENDING_BYTES" => "a size in bytes from 1024 to 1073741824",
-        "MAX_MESSAGE_BYTES" => "a size in bytes from 1 to 1048576",
-        "MAX_NAME_CHARS" => "a whole number of characters from 1 to 256",
-        "MAX_ROOMS_PER_CONNECTION" => "a whole number of rooms from 1 to 1000",
-        "PRESENCE_TTL" => "a whole number of seconds, 3 or more",
-        "HISTORY_SIZE" => "a whole number of events from 1 to 10000",
-        "HISTORY_ON_JOIN" => "a whole number of events from 0 to 10000",
-        "HISTORY_MEMORY_BYTES" => "a size in bytes from 65536 to 1099511627776",
-        _ => "a positive whole number",
     }
 }
 
