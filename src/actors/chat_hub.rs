@@ -1141,62 +1141,46 @@ impl Handler<Notify> for ChatHub {
     fn handle(&mut self, msg: Notify, ctx: &mut Self::Context) -> usize {
         let id = self.next_message_id();
         let local_only = msg.scope == Scope::Local;
-        match msg.audience {
-            Audience::Everyone => {
-                let frame = ServerEvent::Notification {
+        if let Audience::Room(room) = msg.audience {
+            // Room notices are stored, and so reach every process.
+            let reached = self.members_of(&room);
+            let encode = |offset| {
+                ServerEvent::Notification {
                     id: &id,
-                    room: None,
-                    offset: None,
+                    room: Some(room.as_str()),
+                    offset,
                     message: &msg.message,
                     ts: now_ms(),
                 }
-                .encode();
-                self.broadcast(&Audience::Everyone, None, &frame, ctx);
-                let local = self.fanout.session_count();
-                if local_only {
-                    return local;
-                }
-                self.publish(Audience::Everyone, frame);
-                local + self.peers.clients
-            }
-            Audience::User(user) => {
-                let frame = ServerEvent::Notification {
-                    id: &id,
-                    room: None,
-                    offset: None,
-                    message: &msg.message,
-                    ts: now_ms(),
-                }
-                .encode();
-                let audience = Audience::User(user.clone());
-                let local = self.fanout.user_sessions(&user);
-                self.broadcast(&audience, None, &frame, ctx);
-                if local_only {
-                    return local;
-                }
-                self.publish(audience, frame);
-                local + self.peers.users.get(&user).copied().unwrap_or(0)
-            }
-            Audience::Room(room) => {
-                // Room notices are stored, and so reach every process.
-                let reached = self.members_of(&room);
-                let encode = |offset| {
-                    ServerEvent::Notification {
-                        id: &id,
-                        room: Some(room.as_str()),
-                        offset,
-                        message: &msg.message,
-                        ts: now_ms(),
-                    }
-                    .encode()
-                };
-                self.store(room.clone(), encode, ctx);
-                reached
-            }
+                .encode()
+            };
+            self.store(room.clone(), encode, ctx);
+            return reached;
         }
+        // Everyone, or one user: not stored, delivered here at once.
+        let frame = ServerEvent::Notification {
+            id: &id,
+            room: None,
+            offset: None,
+            message: &msg.message,
+            ts: now_ms(),
+        }
+        .encode();
+        let (local, peers) = match &msg.audience {
+            Audience::User(user) => (
+                self.fanout.user_sessions(user),
+                self.peers.users.get(user).copied().unwrap_or(0),
+            ),
+            _ => (self.fanout.session_count(), self.peers.clients),
+        };
+        self.broadcast(&msg.audience, None, &frame, ctx);
+        if local_only {
+            return local;
+        }
+        self.publish(msg.audience, frame);
+        local + peers
     }
 }
-
 impl Handler<Remote> for ChatHub {
     type Result = ();
 

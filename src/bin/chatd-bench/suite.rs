@@ -541,20 +541,23 @@ fn bench_connect(chatd: &Path, cpu: Option<&str>) -> Row {
     let result = with_server(chatd, cpu, |server| {
         bounded(async { Ok(modes::connect(server.addr, 10_000, dialing).await) })
     })
-    .map(|connect| {
-        println!("{}", report::connect_line(&connect));
-        format!(
-            "**{}** handshakes/s, {} failed (p99 {} ms)",
-            report::thousands(report::handshakes_per_s(&connect) as u64),
-            connect.failures.values().sum::<u64>(),
-            report::ms(connect.handshake.percentile(99.0))
-        )
-    });
+    .map(|connect| connect_result(&connect));
     Row {
         benchmark: "connect, 2,000 in flight",
         result: result.unwrap_or_else(|err| format!("error: {err}")),
         target: "≥ 5,000 handshakes/s, none failed",
     }
+}
+
+/// Prints a connect report and gives its table cell.
+fn connect_result(connect: &crate::fleet::ConnectReport) -> String {
+    println!("{}", report::connect_line(connect));
+    format!(
+        "**{}** handshakes/s, {} failed (p99 {} ms)",
+        report::thousands(report::handshakes_per_s(connect) as u64),
+        connect.failures.values().sum::<u64>(),
+        report::ms(connect.handshake.percentile(99.0))
+    )
 }
 
 /// `connect` against a chatd that requires HS256 tokens: every handshake
@@ -584,15 +587,7 @@ fn bench_connect_token(chatd: &Path, cpu: Option<&str>) -> Row {
             crate::fleet::present_token(None);
             connect
         })
-        .map(|connect| {
-            println!("{}", report::connect_line(&connect));
-            format!(
-                "**{}** handshakes/s, {} failed (p99 {} ms)",
-                report::thousands(report::handshakes_per_s(&connect) as u64),
-                connect.failures.values().sum::<u64>(),
-                report::ms(connect.handshake.percentile(99.0))
-            )
-        });
+        .map(|connect| connect_result(&connect));
     Row {
         benchmark: "connect with HS256 tokens, 2,000 in flight",
         result: result.unwrap_or_else(|err| format!("error: {err}")),
