@@ -83,7 +83,6 @@ impl Application {
 
         let config = Arc::new(config);
         let state = web::Data::new(AppState {
-            limits: Arc::new(config.limits.clone()),
             connections: ConnectionLimiter::new(config.limits.max_connections),
             config: config.clone(),
             hub: hub.clone(),

@@ -23,7 +23,7 @@ use actix_web_actors::ws::{self, CloseCode, ProtocolError};
 
 use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say, Typing};
 use crate::auth::{Identity, Verifier};
-use crate::config::Limits;
+use crate::config::Config;
 use crate::frame_guard::FRAME_TOO_BIG;
 use crate::history::Since;
 use crate::metrics::Metrics;
@@ -80,7 +80,8 @@ pub struct WsSession {
     /// most of a session's life it is not looked at).
     identity: Option<Box<Token>>,
     hub: Addr<ChatHub>,
-    limits: Arc<Limits>,
+    /// The settings, shared by every session (the limits among them).
+    config: Arc<Config>,
     last_seen: Instant,
     /// Chat messages allowed, refilled at RATE_LIMIT_PER_SEC.
     rate: TokenBucket,
@@ -108,7 +109,7 @@ impl WsSession {
         rooms: Vec<(RoomName, Option<Since>)>,
         identity: Option<(Identity, Arc<Verifier>)>,
         hub: Addr<ChatHub>,
-        limits: Arc<Limits>,
+        config: Arc<Config>,
         outbound: Rc<Outbound>,
         permit: ConnectionPermit,
     ) -> Self {
@@ -129,10 +130,10 @@ impl WsSession {
             }),
             resume: rooms.iter().map(|(_, since)| since.clone()).collect(),
             rooms: rooms.into_iter().map(|(room, _)| room).collect(),
-            rate: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
-            patience: TokenBucket::new(limits.rate_per_second, limits.rate_burst),
+            rate: TokenBucket::new(config.limits.rate_per_second, config.limits.rate_burst),
+            patience: TokenBucket::new(config.limits.rate_per_second, config.limits.rate_burst),
             hub,
-            limits,
+            config,
             last_seen: Instant::now(),
             outbound,
             early: Some(Box::default()),
@@ -223,7 +224,7 @@ impl WsSession {
     /// a client that does not read; `true` when it did.
     fn close_if_backlogged(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         let pending = self.outbound.pending_bytes();
-        if pending <= self.limits.max_pending_bytes {
+        if pending <= self.config.limits.max_pending_bytes {
             return false;
         }
         log::warn!(
@@ -243,7 +244,7 @@ impl WsSession {
         if !self.admit(ctx) {
             return;
         }
-        let frame = parse_frame(text, self.limits.max_message_bytes);
+        let frame = parse_frame(text, self.config.limits.max_message_bytes);
         match frame.and_then(|frame| self.on_client_frame(frame, ctx)) {
             Ok(()) => self.count(|m| m.messages_accepted.inc()),
             Err(error) => self.refuse(&error),
@@ -277,7 +278,7 @@ impl WsSession {
                     }
                 }
                 if !self.rooms.contains(&room) {
-                    let max = self.limits.max_rooms_per_connection;
+                    let max = self.config.limits.max_rooms_per_connection;
                     if self.rooms.len() >= max {
                         return Err(FrameError::TooManyRooms(max));
                     }
@@ -321,7 +322,7 @@ impl WsSession {
         };
         let fresh = current
             .verifier
-            .verify(token, self.limits.max_name_chars)
+            .verify(token, self.config.limits.max_name_chars)
             .map_err(|err| FrameError::NotAllowed(format!("refresh refused: {err}")))?;
         if fresh.user != current.identity.user {
             return Err(FrameError::NotAllowed(
@@ -385,7 +386,7 @@ impl WsSession {
             (None, Some(fragments)) => fragments,
             _ => return self.close(ctx, CloseCode::Protocol, "unexpected continuation frame"),
         };
-        if fragments.bytes.len() + chunk.len() > self.limits.max_frame_bytes {
+        if fragments.bytes.len() + chunk.len() > self.config.limits.max_frame_bytes {
             return self.close(ctx, CloseCode::Size, "message too big");
         }
         fragments.bytes.extend_from_slice(&chunk);
@@ -421,7 +422,7 @@ impl WsSession {
 
     /// Pings the client, and closes it if it has been silent too long.
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.last_seen.elapsed() > self.limits.client_timeout {
+        if self.last_seen.elapsed() > self.config.limits.client_timeout {
             log::info!("closing a silent client={}", self.id);
             return self.close(ctx, CloseCode::Policy, "heartbeat timeout");
         }
@@ -447,7 +448,7 @@ impl Actor for WsSession {
                 .zip(std::mem::take(&mut self.resume))
                 .collect(),
         });
-        ctx.run_interval(self.limits.heartbeat_interval, |act, ctx| {
+        ctx.run_interval(self.config.limits.heartbeat_interval, |act, ctx| {
             act.heartbeat(ctx)
         });
     }

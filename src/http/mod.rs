@@ -21,7 +21,7 @@ pub use page::render as render_page;
 pub use upgrade::upgrade;
 
 use crate::actors::chat_hub::ChatHub;
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::protocol::ServerId;
 use crate::redis::bridge::BridgeStatus;
 use crate::state::{ConnectionLimiter, Lifecycle};
@@ -33,7 +33,6 @@ pub const NO_REFERRER: (header::HeaderName, &str) = (header::REFERRER_POLICY, "n
 /// What every handler shares, built once at start-up.
 pub struct AppState {
     pub config: Arc<Config>,
-    pub limits: Arc<Limits>,
     pub hub: Addr<ChatHub>,
     /// The Redis bridge's snapshot; `None` when Redis is not configured.
     pub redis: Option<Arc<BridgeStatus>>,

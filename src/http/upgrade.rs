@@ -116,7 +116,7 @@ async fn accept(
     // by holding a small one back.
     socket.set_nodelay(true)?;
 
-    let limits = &state.limits;
+    let limits = &state.config.limits;
     let outbound = Rc::new(Outbound::counted(&state.metrics));
     let session = WsSession::new(
         name,
@@ -128,7 +128,7 @@ async fn accept(
             )
         }),
         state.hub.clone(),
-        limits.clone(),
+        state.config.clone(),
         outbound.clone(),
         permit,
     )

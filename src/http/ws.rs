@@ -103,13 +103,13 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
         return Err(ApiError::OriginNotAllowed);
     }
     let WsQuery { name, token, rooms } =
-        WsQuery::parse(head.uri.query().unwrap_or_default(), &state.limits)?;
+        WsQuery::parse(head.uri.query().unwrap_or_default(), &state.config.limits)?;
     let identity = match &state.verifier {
         None => None,
         Some(verifier) => {
             let token = token.or_else(|| bearer(head)).unwrap_or_default();
             let identity = verifier
-                .verify(&token, state.limits.max_name_chars)
+                .verify(&token, state.config.limits.max_name_chars)
                 .map_err(ApiError::BadToken)?;
             if let Some((room, _)) = rooms.iter().find(|(r, _)| !identity.rooms.allows(r)) {
                 return Err(ApiError::NotAllowed(format!(
