@@ -228,20 +228,14 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
     fn handle(&mut self, msg: BeginShutdown, ctx: &mut Self::Context) {
         match self.phase {
             Phase::Serving => self.begin_drain(msg.cause, ctx),
-            Phase::Draining => {
-                log::info!(
-                    "second {} pid={}: skipping the wait",
-                    msg.cause,
-                    std::process::id()
-                );
-                self.force_close("second signal", Duration::ZERO, ctx);
-            }
-            Phase::Closing => {
-                log::info!(
-                    "second {} pid={}: closing the rest at once",
-                    msg.cause,
-                    std::process::id()
-                );
+            // Waiting for clients, or closing them over the spread: a
+            // second signal closes whoever is left at once.
+            Phase::Draining | Phase::Closing => {
+                let what = match self.phase {
+                    Phase::Draining => "skipping the wait",
+                    _ => "closing the rest at once",
+                };
+                log::info!("second {} pid={}: {what}", msg.cause, std::process::id());
                 self.force_close("second signal", Duration::ZERO, ctx);
             }
             Phase::Done => {}
