@@ -55,6 +55,19 @@ struct Joiner {
     floor: Option<u64>,
 }
 
+impl Joiner {
+    /// Whether the room's event at `offset` is past the history this
+    /// joiner was given, which makes it a member. An event without an offset
+    /// (Redis is away) is past it too.
+    fn catches_up(&self, offset: Option<u64>) -> bool {
+        match (self.floor, offset) {
+            (None, _) => false,
+            (Some(floor), Some(offset)) => offset > floor,
+            (Some(_), None) => true,
+        }
+    }
+}
+
 /// A room with local members or joiners, and its frames of this turn.
 #[derive(Default)]
 struct Room {
@@ -328,18 +341,21 @@ impl Fanout {
                 if let Some(offset) = offset {
                     room.live = room.live.max(offset);
                 }
+                if !room.batch.is_empty() && room.joiners.values().any(|j| j.catches_up(offset)) {
+                    // What the room said earlier this turn was in the
+                    // history of those about to enter: it goes out first,
+                    // to the members it is for.
+                    self.flush();
+                }
+                let room = self.rooms.get_mut(name).expect("looked up above");
                 let mut caught_up = Vec::new();
                 for (id, joiner) in &mut room.joiners {
-                    match (joiner.floor, offset) {
-                        (None, _) => {
-                            if let Some(held) = joiner.held.as_mut() {
-                                held.push((offset, frame.clone()));
-                            }
-                        }
-                        // Already in the history it was given.
-                        (Some(floor), Some(offset)) if offset <= floor => {}
-                        (Some(_), _) => caught_up.push(*id),
+                    if joiner.catches_up(offset) {
+                        caught_up.push(*id);
+                    } else if let (None, Some(held)) = (joiner.floor, joiner.held.as_mut()) {
+                        held.push((offset, frame.clone()));
                     }
+                    // Otherwise it is already in the history it was given.
                 }
                 for id in caught_up {
                     let joiner = room.joiners.remove(&id).expect("listed above");

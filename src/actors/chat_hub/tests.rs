@@ -637,3 +637,50 @@ async fn a_history_ahead_of_the_live_events_skips_them_until_they_catch_up() {
     let census = hub.send(Census).await.unwrap();
     assert_eq!(census.rooms, [(room("ops"), 1)]);
 }
+
+#[actix_rt::test]
+async fn a_joiner_that_catches_up_mid_turn_gets_none_of_its_history_again() {
+    let (hub, mut bridge) = redis_hub();
+    let (_, mut member_rx) = connect_to_ops(&hub, &mut bridge).await;
+    answer_read(&hub, &mut bridge, None).await;
+    assert_eq!(next_event(&mut member_rx).await["type"], "welcome");
+
+    // A second session joins the busy room; its history already has 7.
+    let (session, mut joiner_rx) = probe();
+    let joiner = SessionId::next();
+    hub.do_send(Connect {
+        id: joiner,
+        name: DisplayName::guest(joiner),
+        user: None,
+        session,
+        rooms: vec![(room("ops"), None)],
+    });
+    let replay = Replay {
+        epoch: Epoch::from_stored("e1".into()),
+        offset: 7,
+        recovered: None,
+        events: vec![stored(6), stored(7)],
+    };
+    answer_read(&hub, &mut bridge, Some(replay)).await;
+    assert_eq!(next_event(&mut joiner_rx).await["type"], "welcome");
+
+    // 6 and 7 come live in the same turn as 8, which lets the joiner in:
+    // the member gets all of them, the joiner only what its history lacks.
+    for offset in [6, 7, 8, 9] {
+        let (offset, frame) = stored(offset);
+        hub.do_send(Remote {
+            audience: Audience::Room(room("ops")),
+            offset: Some(offset),
+            frame,
+        });
+    }
+
+    for expected in [6, 7, 8, 9] {
+        assert_eq!(next_event(&mut member_rx).await["offset"], expected);
+    }
+    for expected in [8, 9] {
+        assert_eq!(next_event(&mut joiner_rx).await["offset"], expected);
+    }
+    hub.send(Count).await.unwrap();
+    assert!(joiner_rx.try_recv().is_err(), "more than 8 and 9");
+}
