@@ -20,6 +20,7 @@
 //! not take its bytes or does not close gets [`CLOSE_LINGER`], then the socket
 //! is closed under it.
 
+pub mod deflate;
 mod outbound;
 mod reader;
 
