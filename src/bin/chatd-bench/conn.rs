@@ -92,12 +92,11 @@ pub async fn open(server: SocketAddr, path: &str, source: Ipv4Addr) -> Result<Op
         match wire::parse_frame(&buf[start..]).map_err(|err| err.to_string())? {
             None => continue,
             Some((frame, used)) => {
-                if frame.opcode != wire::OP_TEXT
-                    || !frame.payload.starts_with(b"{\"type\":\"welcome\"")
-                {
+                let welcome = frame.message().map_err(|err| err.to_string())?;
+                if frame.opcode != wire::OP_TEXT || !welcome.starts_with(b"{\"type\":\"welcome\"") {
                     return Err("the first frame is not a welcome".into());
                 }
-                let welcome = frame.payload.to_vec();
+                let welcome = welcome.into_owned();
                 let leftover = buf[start + used..].to_vec();
                 return Ok(Opened {
                     stream,

@@ -6,7 +6,7 @@
 //! a client is owed every message sent in its room and nothing else.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -99,6 +99,11 @@ pub struct State {
     last_delivery: Option<Instant>,
     ends: BTreeMap<String, u64>,
     text: Vec<u8>,
+    /// Bytes on the wire of the copies counted in `deliveries`, headers
+    /// included.
+    wire_bytes: u64,
+    /// Recent compressed broadcasts and what they inflate to.
+    inflated: HashMap<Box<[u8]>, Rc<[u8]>>,
 }
 
 impl State {
@@ -122,8 +127,12 @@ impl State {
                 Ok(Some((frame, used))) => {
                     at += used;
                     match frame.opcode {
+                        wire::OP_TEXT if frame.fin && frame.compressed => {
+                            let message = self.inflated(frame.payload)?;
+                            self.on_text(index, &message, used, now, now_us, out)
+                        }
                         wire::OP_TEXT if frame.fin => {
-                            self.on_text(index, frame.payload, now, now_us, out)
+                            self.on_text(index, frame.payload, used, now, now_us, out)
                         }
                         wire::OP_TEXT | wire::OP_CONTINUATION => {
                             return Err(End::Fault("fragmented message".into()))
@@ -139,12 +148,32 @@ impl State {
         }
     }
 
-    /// Counts a tagged `echo`; a sender's own echo of its latest message
-    /// also lets a closed loop write the next one into `out`.
+    /// A compressed message, inflated. Every receiver of a broadcast gets
+    /// the same compressed bytes, so the tool inflates each once: at a
+    /// million deliveries a second, inflating every copy would make the tool
+    /// what is measured.
+    fn inflated(&mut self, payload: &[u8]) -> Result<Rc<[u8]>, End> {
+        if let Some(message) = self.inflated.get(payload) {
+            return Ok(message.clone());
+        }
+        let message: Rc<[u8]> = chatd::transport::deflate::inflate(payload, 16 << 20)
+            .map_err(|_| End::Fault("a compressed frame does not inflate".into()))?
+            .into();
+        if self.inflated.len() >= 4096 {
+            self.inflated.clear();
+        }
+        self.inflated.insert(payload.into(), message.clone());
+        Ok(message)
+    }
+
+    /// Counts a tagged `echo`, `wire_len` bytes on the wire; a sender's own
+    /// echo of its latest message also lets a closed loop write the next one
+    /// into `out`.
     fn on_text(
         &mut self,
         index: usize,
         event: &[u8],
+        wire_len: usize,
         now: Instant,
         now_us: u64,
         out: &mut Vec<u8>,
@@ -181,6 +210,7 @@ impl State {
         match client.tracks[track].record(tag.seq) {
             Arrival::New => {
                 self.deliveries[client.group] += 1;
+                self.wire_bytes += wire_len as u64;
                 self.room_deliveries[client.room] += 1;
                 self.latency[client.group].record(now_us.saturating_sub(tag.sent_us));
                 self.last_delivery = Some(now);
@@ -281,6 +311,7 @@ impl State {
         self.latency = vec![Histogram::default(); groups];
         self.deliveries = vec![0; groups];
         (self.duplicates, self.late, self.errors, self.other_room) = (0, 0, 0, 0);
+        self.wire_bytes = 0;
         self.last_delivery = None;
         self.ends.clear();
         self.plan = Some(plan);
@@ -304,6 +335,7 @@ impl State {
             members: self.clients.iter().filter(|c| c.member).count(),
             sent: self.sent.iter().sum(),
             deliveries,
+            wire_bytes: self.wire_bytes,
             lost: room_lost.iter().sum(),
             duplicates: self.duplicates,
             late: self.late,
@@ -355,6 +387,8 @@ pub struct PhaseReport {
     pub members: usize,
     pub sent: u64,
     pub deliveries: u64,
+    /// Bytes on the wire of those deliveries, frame headers included.
+    pub wire_bytes: u64,
     /// Copies owed and not delivered, counted room by room.
     pub lost: u64,
     pub duplicates: u64,
@@ -381,6 +415,11 @@ pub struct PhaseReport {
 impl PhaseReport {
     pub fn deliveries_per_s(&self) -> f64 {
         self.deliveries as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Bytes on the wire per delivery, frame header included.
+    pub fn bytes_per_delivery(&self) -> f64 {
+        self.wire_bytes as f64 / (self.deliveries as f64).max(1.0)
     }
 
     /// Messages the senders wrote per second over the same window as
@@ -442,6 +481,8 @@ impl Fleet {
             last_delivery: None,
             ends: BTreeMap::new(),
             text: Vec::new(),
+            wire_bytes: 0,
+            inflated: HashMap::new(),
         };
         Self {
             state: Rc::new(RefCell::new(state)),

@@ -69,6 +69,7 @@ modes (defaults in brackets):
 
 every mode: --addr [127.0.0.1:8000] --server-pid [from GET /status] --in-flight [500]
             --timeout [10] (seconds per handshake) --json (one JSON object per result)
+            --compress (every connection offers permessage-deflate, insists on it, and inflates)
 times are in seconds; --size is extra bytes of chat text per message.";
 
 fn main() -> ExitCode {
@@ -76,6 +77,9 @@ fn main() -> ExitCode {
     let mode = args.next().unwrap_or_default();
     let result = Options::parse(args).and_then(|options| {
         raise_file_limit();
+        if options.flag("compress") {
+            wire::offer_compression();
+        }
         match mode.as_str() {
             "fanout" => fanout(&options),
             "ramp" => ramp(&options),

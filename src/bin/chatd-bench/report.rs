@@ -25,7 +25,7 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-pub const PHASE_HEADER: &str = "  label   msgs/s clients      sent deliveries/s   p50 ms   p95 ms   p99 ms   max ms  lost  dup  err core-s/M tool-cpu";
+pub const PHASE_HEADER: &str = "  label   msgs/s clients      sent deliveries/s   p50 ms   p95 ms   p99 ms   max ms  lost  dup  err core-s/M tool-cpu B/copy";
 
 /// `msgs/s` is the rate asked of the senders; `echo` for a closed loop.
 pub fn phase_row(label: &str, report: &PhaseReport) -> String {
@@ -44,7 +44,7 @@ pub fn phase_row(label: &str, report: &PhaseReport) -> String {
 
 /// One `steps` row: what the senders achieved, not what was asked, since in
 /// the closed loop the server sets the rate.
-pub const STEPS_HEADER: &str = "clients bcasts/s      sent deliveries/s   p50 ms   p95 ms   p99 ms   max ms  lost  dup  err core-s/M tool-cpu";
+pub const STEPS_HEADER: &str = "clients bcasts/s      sent deliveries/s   p50 ms   p95 ms   p99 ms   max ms  lost  dup  err core-s/M tool-cpu B/copy";
 
 pub fn steps_row(report: &PhaseReport) -> String {
     format!(
@@ -85,7 +85,7 @@ fn row_tail(report: &PhaseReport) -> String {
         notes += &format!(" ended: {:?}", report.ends);
     }
     format!(
-        "{:>8} {:>8} {:>8} {:>8} {:>5} {:>4} {:>4} {:>8} {:>7.0}%{notes}",
+        "{:>8} {:>8} {:>8} {:>8} {:>5} {:>4} {:>4} {:>8} {:>7.0}% {:>6.0}{notes}",
         ms(latency.percentile(50.0)),
         ms(latency.percentile(95.0)),
         ms(latency.percentile(99.0)),
@@ -97,6 +97,7 @@ fn row_tail(report: &PhaseReport) -> String {
             .cpu_per_million()
             .map_or("-".into(), |cpu| format!("{cpu:.2}")),
         report.tool_busy() * 100.0,
+        report.bytes_per_delivery(),
     )
 }
 
@@ -124,6 +125,7 @@ pub fn phase_json(mode: &str, report: &PhaseReport) -> Value {
         "deliveries": report.deliveries,
         "expected": report.deliveries + report.lost,
         "deliveries_per_s": report.deliveries_per_s(),
+        "bytes_per_delivery": report.bytes_per_delivery(),
         "window_s": report.window.as_secs_f64(),
         "latency": latency_json(&report.all_latency()),
         "groups": report.latency.iter().map(latency_json).collect::<Vec<_>>(),

@@ -4,6 +4,9 @@
 //! per frame; at a million deliveries a second the tool must not be what is
 //! measured.
 
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// The key from RFC 6455 §1.3, and the answer a real server must give.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &[u8] = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
@@ -14,6 +17,23 @@ const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// A server frame larger than this is treated as a fault, not buffered.
 const MAX_FRAME: u64 = 16 << 20;
 
+/// Whether connections offer permessage-deflate (`--compress`): set once,
+/// before the first connection, for the whole run.
+static COMPRESS: AtomicBool = AtomicBool::new(false);
+
+/// What every connection offers when compressing: what browsers offer.
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// Makes every connection from now on offer permessage-deflate and insist
+/// on it, and take compressed frames.
+pub fn offer_compression() {
+    COMPRESS.store(true, Ordering::Relaxed);
+}
+
+fn compressing() -> bool {
+    COMPRESS.load(Ordering::Relaxed)
+}
+
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_CLOSE: u8 = 0x8;
@@ -23,9 +43,14 @@ pub const OP_PONG: u8 = 0xA;
 /// The HTTP request that opens a WebSocket on `host` at `path` (`/ws` and
 /// its query).
 pub fn upgrade_request(host: &str, path: &str) -> String {
+    let offer = if compressing() {
+        format!("Sec-WebSocket-Extensions: {OFFER}\r\n")
+    } else {
+        String::new()
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
 }
 
@@ -51,6 +76,11 @@ pub fn parse_upgrade(buf: &[u8]) -> Upgrade {
     }
     if memchr::memmem::find(head, ACCEPT).is_none() {
         return Upgrade::Refused("101 without the expected Sec-WebSocket-Accept".into());
+    }
+    if compressing() && memchr::memmem::find(head, b"permessage-deflate").is_none() {
+        return Upgrade::Refused(
+            "101 without permessage-deflate, which --compress asks for".into(),
+        );
     }
     Upgrade::Accepted {
         header_len: end + 4,
@@ -78,8 +108,25 @@ pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    pub compressed: bool,
     pub opcode: u8,
     pub payload: &'a [u8],
+}
+
+impl Frame<'_> {
+    /// The message's payload, inflated when it came compressed.
+    ///
+    /// # Errors
+    /// A compressed payload that does not inflate.
+    pub fn message(&self) -> Result<Cow<'_, [u8]>, WireError> {
+        if !self.compressed {
+            return Ok(Cow::Borrowed(self.payload));
+        }
+        chatd::transport::deflate::inflate(self.payload, MAX_FRAME as usize)
+            .map(Cow::Owned)
+            .map_err(|_| WireError::Inflate)
+    }
 }
 
 /// A server frame no client should accept.
@@ -91,6 +138,8 @@ pub enum WireError {
     Reserved,
     #[error("server frame of {0} bytes is too large")]
     TooLarge(u64),
+    #[error("server frame does not inflate")]
+    Inflate,
 }
 
 /// Parses the frame at the start of `buf`: the frame and its length in
@@ -102,7 +151,8 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, WireError> 
     let [first, second, ..] = *buf else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    let compressed = first & 0x40 != 0;
+    if first & 0x30 != 0 || (compressed && !compressing()) {
         return Err(WireError::Reserved);
     }
     if second & 0x80 != 0 {
@@ -128,6 +178,7 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, WireError> 
     };
     let frame = Frame {
         fin: first & 0x80 != 0,
+        compressed,
         opcode: first & 0x0f,
         payload,
     };

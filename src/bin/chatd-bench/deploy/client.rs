@@ -390,7 +390,11 @@ impl Roamer {
             at += used;
             match frame.opcode {
                 wire::OP_TEXT if frame.fin => {
-                    let Ok(event) = serde_json::from_slice::<Event>(frame.payload) else {
+                    let message = match frame.message() {
+                        Ok(message) => message,
+                        Err(err) => break Err(Left::Dropped(err.to_string())),
+                    };
+                    let Ok(event) = serde_json::from_slice::<Event>(&message) else {
                         shared.tally.foreign += 1;
                         continue;
                     };
