@@ -1,10 +1,11 @@
 //! The connection after the upgrade, seen from a hand-written client: bytes
-//! that arrive early or many frames at once, and the closing of the socket.
+//! that arrive early or many frames at once, the welcome coming first, and
+//! the closing handshake.
 
 use serde_json::json;
 
 use crate::helpers::{spawn_app, Ending};
-use crate::raw_ws::{RawWs, Upgrade, CLOSE, PING, TEXT};
+use crate::raw_ws::{RawWs, Upgrade, CLOSE, CONTINUATION, PING, TEXT};
 
 fn chat_frame(text: &str) -> Vec<u8> {
     let frame = json!({"type": "notification", "message": text}).to_string();
@@ -69,4 +70,54 @@ async fn after_the_close_handshake_the_server_closes_the_connection() {
     );
     let (_, status) = app.get_json("/status").await;
     assert_eq!(status["connections"], 0, "{status}");
+}
+
+#[actix_web::test]
+async fn a_client_that_breaks_the_rules_right_behind_its_upgrade_still_gets_its_welcome_first() {
+    let app = spawn_app().await;
+    let early = [
+        RawWs::encode(true, TEXT, b"not json"),
+        RawWs::encode(true, CONTINUATION, b"orphan"),
+    ]
+    .concat();
+
+    let mut client = Upgrade::new("?name=hasty")
+        .followed_by(&early)
+        .send(app.address)
+        .await
+        .accepted();
+
+    assert_eq!(client.next_event().await["type"], "welcome");
+    let refusal = client.next_event().await;
+    assert_eq!(
+        (&refusal["type"], &refusal["code"]),
+        (&json!("error"), &json!("bad_frame")),
+        "{refusal}"
+    );
+    assert_eq!(client.ending().await, Ending::Closed(1002));
+}
+
+#[actix_web::test]
+async fn a_client_close_is_answered_with_its_own_code() {
+    let app = spawn_app().await;
+    for (what, payload, expected) in [
+        (
+            "an application code",
+            [&4000u16.to_be_bytes()[..], b"bye".as_slice()].concat(),
+            Ending::Closed(4000),
+        ),
+        (
+            "going away",
+            1001u16.to_be_bytes().to_vec(),
+            Ending::Closed(1001),
+        ),
+        ("no code", Vec::new(), Ending::ClosedWithoutCode),
+    ] {
+        let mut client = RawWs::connect(app.address, "?name=polite").await;
+        assert_eq!(client.next_event().await["type"], "welcome", "{what}");
+
+        client.send_frame(true, CLOSE, &payload).await;
+
+        assert_eq!(client.ending().await, expected, "{what}");
+    }
 }
