@@ -1,11 +1,14 @@
 //! The connection after the upgrade, seen from a hand-written client: bytes
-//! that arrive early or many frames at once, the welcome coming first, and
-//! the closing handshake.
+//! that arrive early or many frames at once, the welcome coming first, the
+//! closing handshake, and a log that no client can make loud.
+
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, Ending};
-use crate::raw_ws::{RawWs, Upgrade, CLOSE, CONTINUATION, PING, TEXT};
+use crate::helpers::{spawn_app, Ending, WAIT};
+use crate::raw_ws::{RawWs, Upgrade, BINARY, CLOSE, CONTINUATION, PING, RSV1, TEXT};
+use crate::server_process::ServerProcess;
 
 fn chat_frame(text: &str) -> Vec<u8> {
     let frame = json!({"type": "notification", "message": text}).to_string();
@@ -120,4 +123,96 @@ async fn a_client_close_is_answered_with_its_own_code() {
 
         assert_eq!(client.ending().await, expected, "{what}");
     }
+}
+
+/// Bad clients of every kind, against a chatd whose log is read: none of
+/// them may make it log above `info` (a client could fill the log, or page
+/// someone, at will).
+#[test]
+fn no_client_can_make_the_server_log_above_info() {
+    let mut server = ServerProcess::start(&[("RUST_LOG", "info")]);
+    let address = server.address;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let battery: Vec<(&str, Vec<u8>)> = vec![
+            // actix's codec logged `ERROR Unfinished fragment` for this one.
+            (
+                "an unfinished fragmented ping",
+                RawWs::encode(false, PING, b"half"),
+            ),
+            (
+                "an orphan continuation",
+                RawWs::encode(true, CONTINUATION, b"x"),
+            ),
+            ("invalid UTF-8", RawWs::encode(true, TEXT, b"\xff")),
+            (
+                "RSV1 with nothing negotiated",
+                RawWs::encode(true, RSV1 | TEXT, b"{}"),
+            ),
+            ("an unmasked frame", RawWs::header(true, TEXT, 0, false)),
+            (
+                "a gigabyte header",
+                [RawWs::header(true, TEXT, 1 << 30, true), vec![0; 4]].concat(),
+            ),
+            (
+                "a bad close code",
+                RawWs::encode(true, CLOSE, &1005u16.to_be_bytes()),
+            ),
+            ("a one-byte close", RawWs::encode(true, CLOSE, &[3])),
+            ("a reserved opcode", RawWs::encode(true, 0x3, b"")),
+            ("bad JSON", RawWs::encode(true, TEXT, b"{\"type\":")),
+            ("a binary message", RawWs::encode(true, BINARY, b"x")),
+            (
+                "half a frame, then gone",
+                RawWs::encode(true, TEXT, &[b'a'; 100])[..20].to_vec(),
+            ),
+        ];
+        for (what, bytes) in battery {
+            let mut client = RawWs::connect(address, "?name=vandal").await;
+            assert_eq!(client.next_event().await["type"], "welcome", "{what}");
+            client.write(&bytes).await;
+            // Either an answer, a close, or (for a half frame) nothing: the
+            // client hangs up after a short look.
+            let _ = client.read_to_end(Duration::from_millis(300)).await;
+        }
+        for (what, upgrade) in [
+            ("no key", Upgrade::new("").without("Sec-WebSocket-Key")),
+            (
+                "version 8",
+                Upgrade::new("").header("Sec-WebSocket-Version", "8"),
+            ),
+            ("a bad name", Upgrade::new("?name=%00")),
+        ] {
+            assert_eq!(upgrade.send(address).await.status, 400, "{what}");
+        }
+        let mut garbage = tokio::net::TcpStream::connect(address).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut garbage, b"\x16\x03\x01 not http\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read(&mut garbage, &mut [0u8; 1024]),
+        )
+        .await;
+        // Still serving.
+        let mut client = RawWs::connect(address, "?name=after").await;
+        assert_eq!(client.next_event().await["type"], "welcome");
+    });
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_for_exit(WAIT), 0);
+    let loud: Vec<&String> = server
+        .full_log()
+        .iter()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect();
+    assert!(loud.is_empty(), "lines above info: {loud:#?}");
+    assert!(
+        server.log.iter().any(|line| line.contains(" 101")),
+        "the log was read: {:#?}",
+        server.log
+    );
 }
