@@ -30,7 +30,7 @@ use actix_web::web::{Bytes, BytesMut};
 use crate::actors::chat_hub::{Audience, Deliver};
 use crate::auth::UserId;
 use crate::protocol::{Frame, RoomName, SessionId};
-use crate::wire;
+use crate::transport::frame;
 
 /// Batches this large in all go out at once rather than at the end of the turn.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
@@ -280,7 +280,7 @@ impl Fanout {
         if entry.batch.is_empty() {
             self.touched.push(room.clone());
         }
-        wire::append_text(&mut entry.batch, frame.as_bytes());
+        frame::append_text(&mut entry.batch, frame.as_bytes());
         self.batched += frame.len();
         self.batched >= MAX_BATCH_BYTES
     }
@@ -308,7 +308,7 @@ impl Fanout {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        let bytes = wire::text(frame.as_bytes());
+        let bytes = frame::text(frame.as_bytes());
         for (id, member) in &room.members {
             if *id != except {
                 member.do_send(Deliver::Frames(bytes.clone()));
@@ -321,12 +321,12 @@ impl Fanout {
     pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &Frame) -> bool {
         match audience {
             Audience::Everyone if !self.sessions.is_empty() => {
-                wire::append_text(&mut self.everyone, frame.as_bytes());
+                frame::append_text(&mut self.everyone, frame.as_bytes());
             }
             Audience::Everyone => return false,
             Audience::User(user) => {
                 // Notices to a person are rare: sent at once, not batched.
-                let bytes = wire::text(frame.as_bytes());
+                let bytes = frame::text(frame.as_bytes());
                 for id in self.users.get(user).into_iter().flatten() {
                     if let Some(session) = self.sessions.get(id) {
                         session.do_send(Deliver::Frames(bytes.clone()));
@@ -371,7 +371,7 @@ impl Fanout {
                 if room.batch.is_empty() {
                     self.touched.push(name.clone());
                 }
-                wire::append_text(&mut room.batch, frame.as_bytes());
+                frame::append_text(&mut room.batch, frame.as_bytes());
             }
         }
         self.batched += frame.len();

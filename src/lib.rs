@@ -9,7 +9,6 @@ pub mod actors;
 pub mod auth;
 pub mod config;
 pub mod fanout;
-pub mod frame_guard;
 pub mod healthcheck;
 pub mod history;
 pub mod http;
@@ -23,7 +22,6 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod transport;
-pub mod wire;
 
 pub use config::Config;
 pub use startup::Application;

@@ -460,7 +460,7 @@ impl ServerEvent<'_> {
     /// The event as an encoded WebSocket text frame, for an event meant for
     /// one client (broadcasts are batched by the hub instead).
     pub fn to_wire(&self) -> Bytes {
-        crate::wire::text(self.encode().as_bytes())
+        crate::transport::frame::text(self.encode().as_bytes())
     }
 }
 

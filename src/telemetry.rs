@@ -8,6 +8,11 @@
 //!   `connections` can be queried without parsing the message:
 //!   `{"time":"…","level":"INFO","pid":8487,"target":"chatd::actors::shutdown_coordinator","message":"draining pid=8487 connections=12 seconds_left=1740","connections":12,"seconds_left":1740}`
 //!
+//! Whatever the format, no client can make a line above `info` at will:
+//! chatd logs client mistakes at `debug` (or a rate-limited `info`), and
+//! the warnings and errors actix-http's dispatcher logs for a malformed
+//! request are demoted to `debug` on their way to the log.
+//!
 //! The facts are read back from the message rather than passed separately
 //! so that every `log` call site stays as it is and both formats say the
 //! same; the price is that a fact's value must be a word or a quoted string
@@ -57,7 +62,64 @@ pub fn init(level: &str, format: LogFormat) {
             writeln!(buf, "{line}")
         }),
     };
-    let _ = builder.try_init();
+    let logger = builder.build();
+    let max_level = logger.filter();
+    if log::set_boxed_logger(Box::new(Demoting(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
+}
+
+/// Log targets whose warnings and errors any client can cause at will: a
+/// malformed request makes actix-http's dispatcher log `stream error` at
+/// ERROR. Their warnings and errors are logged at debug, so no client can
+/// fill the log or page anyone.
+const CLIENT_CAUSED: [&str; 1] = ["actix_http::h1::dispatcher"];
+
+/// env_logger's logger, with the warnings and errors of [`CLIENT_CAUSED`]
+/// targets demoted to debug.
+struct Demoting(env_logger::Logger);
+
+impl Demoting {
+    fn demotes(metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+            && CLIENT_CAUSED
+                .iter()
+                .any(|target| metadata.target().starts_with(target))
+    }
+}
+
+impl log::Log for Demoting {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        if Self::demotes(metadata) {
+            let demoted = log::Metadata::builder()
+                .level(log::Level::Debug)
+                .target(metadata.target())
+                .build();
+            return self.0.enabled(&demoted);
+        }
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !Self::demotes(record.metadata()) {
+            return self.0.log(record);
+        }
+        let demoted = log::Record::builder()
+            .level(log::Level::Debug)
+            .target(record.target())
+            .args(*record.args())
+            .module_path(record.module_path())
+            .file(record.file())
+            .line(record.line())
+            .build();
+        if self.0.enabled(demoted.metadata()) {
+            self.0.log(&demoted);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 /// One JSON log line (without its newline).

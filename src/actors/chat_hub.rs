@@ -43,9 +43,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::transport::CloseCode;
 use actix::prelude::*;
 use actix_web::web::BytesMut;
-use actix_web_actors::ws::CloseCode;
 use serde_json::value::RawValue;
 
 use crate::auth::UserId;
@@ -56,7 +56,7 @@ use crate::presence::Roster;
 use crate::protocol::{
     now_ms, DisplayName, Frame, RoomName, Sender, ServerEvent, ServerId, SessionId,
 };
-use crate::wire;
+use crate::transport::frame;
 
 /// A session arrives: the hub welcomes it into its starting rooms.
 #[derive(Message)]
@@ -670,7 +670,7 @@ impl ChatHub {
     fn deliver_held(session: &Recipient<Deliver>, held: Held) {
         let mut frames = BytesMut::new();
         for (_, frame) in held {
-            wire::append_text(&mut frames, frame.as_bytes());
+            frame::append_text(&mut frames, frame.as_bytes());
         }
         if !frames.is_empty() {
             session.do_send(Deliver::Frames(frames.freeze()));
@@ -766,7 +766,7 @@ impl ChatHub {
         let asked_since = since.is_some();
         if let Ok(replay) = self.begin_join(id, &session, &room, since) {
             let joined = self.joined_json(&room, asked_since, Some(&replay));
-            session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
+            session.do_send(Deliver::Frames(frame::text(joined.as_bytes())));
         }
     }
 
@@ -896,7 +896,7 @@ impl ChatHub {
             if let Some(member) = self.members.get(&id) {
                 member
                     .session
-                    .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+                    .do_send(Deliver::Close(CloseCode::AWAY, "server shutting down"));
                 closed += 1;
             }
         }
@@ -982,7 +982,7 @@ impl Handler<Connect> for ChatHub {
             // Too late even for a drain: welcome it, tell it, and close it
             // with 1001 rather than let the stopping server drop it.
             let _nothing_said_yet = self.welcome(id, arriving);
-            session.do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+            session.do_send(Deliver::Close(CloseCode::AWAY, "server shutting down"));
             let member = self.members.remove(&id).expect("inserted above");
             self.fanout.remove_session(id, &member.rooms);
             return;
@@ -1042,7 +1042,7 @@ impl Handler<HistoryRead> for ChatHub {
             .finish_join(id, &room, request, top)
             .expect("joining, checked above");
         let joined = self.joined_json(&room, asked_since, replay.as_ref());
-        session.do_send(Deliver::Frames(wire::text(joined.as_bytes())));
+        session.do_send(Deliver::Frames(frame::text(joined.as_bytes())));
         Self::deliver_held(&session, held);
     }
 }
@@ -1331,7 +1331,7 @@ impl Handler<ForceClose> for ChatHub {
             for member in self.members.values() {
                 member
                     .session
-                    .do_send(Deliver::Close(CloseCode::Away, "server shutting down"));
+                    .do_send(Deliver::Close(CloseCode::AWAY, "server shutting down"));
             }
             return left;
         }

@@ -1,8 +1,9 @@
 //! `WsSession`: one actor per WebSocket connection.
 //!
 //! It owns the client's side of things: the heartbeat clock, the rate-limit
-//! buckets, the display name, the rooms it is in and any fragmented message
-//! being put together. Frames from the client are checked here: only
+//! buckets, the display name and the rooms it is in. The transport hands it
+//! whole messages ([`Incoming`]); frames, fragments and the protocol's close
+//! rules stay there. Client messages are checked here: only
 //! well-formed chat to a room it is in reaches the hub as [`Say`], and joins
 //! and leaves within MAX_ROOMS_PER_CONNECTION as [`Join`] and [`Leave`] (the
 //! hub answers those with `joined` and `left`); everything else gets an
@@ -11,20 +12,22 @@
 //! From the hub it receives [`Deliver`]: frames encoded once for every
 //! receiver, which it queues as they are, or the order to close. Everything it
 //! writes goes to its [`Outbound`] queue, in order.
+//!
+//! `welcome` is always the client's first event: until the hub's welcome
+//! arrives, the session holds what it has to say itself (refusals, warnings,
+//! its close), and sends it right behind the welcome.
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web::web::{Bytes, BytesMut};
-use actix_web_actors::ws::{self, CloseCode, ProtocolError};
+use actix_web::web::Bytes;
+use bytestring::ByteString;
 
 use crate::actors::chat_hub::{ChatHub, Connect, Deliver, Disconnect, Join, Leave, Say, Typing};
 use crate::auth::{Identity, Verifier};
 use crate::config::Config;
-use crate::frame_guard::FRAME_TOO_BIG;
 use crate::history::Since;
 use crate::metrics::Metrics;
 use crate::protocol::{
@@ -32,8 +35,7 @@ use crate::protocol::{
 };
 use crate::rate_limit::TokenBucket;
 use crate::state::ConnectionPermit;
-use crate::transport::Outbound;
-use crate::wire;
+use crate::transport::{frame, CloseCode, Incoming, Outbound, Violation};
 
 /// A session's own output from before its welcome.
 #[derive(Default)]
@@ -59,11 +61,8 @@ struct Token {
 /// How long before its token expires a client is warned.
 const EXPIRY_WARNING: Duration = Duration::from_secs(30);
 
-/// A message arriving in fragments, kept until its last frame.
-struct Fragments {
-    text: bool,
-    bytes: BytesMut,
-}
+/// The close code of a session whose token expired.
+const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
 
 /// One connected client; see the module docs.
 pub struct WsSession {
@@ -92,7 +91,6 @@ pub struct WsSession {
     /// welcome is always a client's first event, and with Redis it waits
     /// for the rooms' histories.
     early: Option<Box<Early>>,
-    fragments: Option<Fragments>,
     closing: bool,
     /// The close code sent or received, for the metrics.
     close_code: Option<u16>,
@@ -137,7 +135,6 @@ impl WsSession {
             last_seen: Instant::now(),
             outbound,
             early: Some(Box::default()),
-            fragments: None,
             closing: false,
             close_code: None,
             metrics: None,
@@ -179,13 +176,13 @@ impl WsSession {
         }
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
         if self.closing {
             return;
         }
         self.closing = true;
         self.close_code = Some(u16::from(code));
-        let frame = wire::close_with(code, reason);
+        let frame = frame::close(Some(code), reason);
         let Some(early) = self.early.as_mut() else {
             self.outbound.push(frame);
             ctx.stop();
@@ -205,7 +202,7 @@ impl WsSession {
     /// Takes a rate-limit token for one data message. Past the rate the
     /// client is warned, and once its patience runs out too, closed with
     /// 1008. `false` when the message must be dropped.
-    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+    fn admit(&mut self, ctx: &mut Context<Self>) -> bool {
         let now = Instant::now();
         if self.rate.try_take(now) {
             return true;
@@ -215,32 +212,33 @@ impl WsSession {
         } else {
             log::info!("closing a flooding client={}", self.id);
             self.count(|m| m.cuts.with_label_values(&["rate_limit"]).inc());
-            self.close(ctx, CloseCode::Policy, "rate limit exceeded");
+            self.close(ctx, CloseCode::POLICY, "rate limit exceeded");
         }
         false
     }
 
     /// Closes the session with 1008 once more than MAX_PENDING_BYTES wait for
     /// a client that does not read; `true` when it did.
-    fn close_if_backlogged(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+    fn close_if_backlogged(&mut self, ctx: &mut Context<Self>) -> bool {
         let pending = self.outbound.pending_bytes();
         if pending <= self.config.limits.max_pending_bytes {
             return false;
         }
-        log::warn!(
+        // A client can cause this at will, so it is not a warning.
+        log::info!(
             "closing a slow consumer client={} pending_bytes={pending}",
             self.id
         );
         self.count(|m| m.cuts.with_label_values(&["slow_consumer"]).inc());
         self.close(
             ctx,
-            CloseCode::Policy,
+            CloseCode::POLICY,
             "too slow: output backlog over limit",
         );
         true
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         if !self.admit(ctx) {
             return;
         }
@@ -255,7 +253,7 @@ impl WsSession {
     fn on_client_frame(
         &mut self,
         frame: ClientFrame,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
     ) -> Result<(), FrameError> {
         match frame {
             ClientFrame::Chat { room, text } => {
@@ -310,11 +308,7 @@ impl WsSession {
 
     /// Takes a fresh token for the same user: its expiry and rooms replace
     /// the old ones (the display name stays).
-    fn refresh(
-        &mut self,
-        token: &str,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) -> Result<(), FrameError> {
+    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), FrameError> {
         let Some(current) = self.identity.as_deref_mut() else {
             return Err(FrameError::NotAllowed(
                 "this server does not use tokens".into(),
@@ -337,7 +331,7 @@ impl WsSession {
 
     /// Warns the client 30 s before its token expires, and closes it with
     /// 4001 when it does, unless a refresh comes first.
-    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
         let Some(token) = self.identity.as_deref_mut() else {
             return;
         };
@@ -356,7 +350,7 @@ impl WsSession {
         });
         let close = ctx.run_later(Duration::from_secs(left), |act, ctx| {
             log::debug!("closing client={}: token expired", act.id);
-            act.close(ctx, CloseCode::Other(4001), "token expired");
+            act.close(ctx, TOKEN_EXPIRED, "token expired");
         });
         if let Some(token) = self.identity.as_deref_mut() {
             token.expiry = vec![warn, close];
@@ -364,74 +358,45 @@ impl WsSession {
     }
 
     /// Binary messages are refused, and count against the rate like text.
-    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_binary(&mut self, ctx: &mut Context<Self>) {
         if self.admit(ctx) {
             self.refuse(&FrameError::Binary);
         }
     }
 
-    /// Puts fragmented messages back together, within MAX_FRAME_BYTES.
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let (start, chunk, last) = match item {
-            Item::FirstText(b) => (Some(true), b, false),
-            Item::FirstBinary(b) => (Some(false), b, false),
-            Item::Continue(b) => (None, b, false),
-            Item::Last(b) => (None, b, true),
-        };
-        let fragments = match (start, self.fragments.as_mut()) {
-            (Some(text), None) => self.fragments.insert(Fragments {
-                text,
-                bytes: BytesMut::new(),
-            }),
-            (None, Some(fragments)) => fragments,
-            _ => return self.close(ctx, CloseCode::Protocol, "unexpected continuation frame"),
-        };
-        if fragments.bytes.len() + chunk.len() > self.config.limits.max_frame_bytes {
-            return self.close(ctx, CloseCode::Size, "message too big");
-        }
-        fragments.bytes.extend_from_slice(&chunk);
-        if !last {
-            return;
-        }
-        let Fragments { text, bytes } = self.fragments.take().expect("inserted above");
-        if !text {
-            return self.on_binary(ctx);
-        }
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => self.on_text(text, ctx),
-            Err(_) => self.close(ctx, CloseCode::Invalid, "invalid UTF-8"),
-        }
+    /// Closes a client that broke the protocol with the violation's code.
+    fn on_violation(&mut self, violation: Violation, ctx: &mut Context<Self>) {
+        // Any client can do this at will: not worth more than debug.
+        log::debug!(
+            "websocket protocol error client={} code={} reason=\"{}\"",
+            self.id,
+            violation.code,
+            violation.reason
+        );
+        self.close(ctx, violation.code, violation.reason);
     }
 
-    fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
-        let (code, reason) = match &error {
-            ProtocolError::Overflow => (CloseCode::Size, "message too big"),
-            ProtocolError::Io(io) if io.to_string().contains(FRAME_TOO_BIG) => {
-                (CloseCode::Size, "message too big")
-            }
-            // actix reports a text frame that is not UTF-8 as an I/O error
-            // carrying the UTF-8 error's text.
-            ProtocolError::Io(io) if io.to_string().contains("utf-8") => {
-                (CloseCode::Invalid, "invalid UTF-8")
-            }
-            _ => (CloseCode::Protocol, "protocol error"),
-        };
-        log::debug!("websocket protocol error client={}: {error}", self.id);
-        self.close(ctx, code, reason);
+    /// Answers the client's close with the same code, and stops.
+    fn on_close(&mut self, reason: Option<(CloseCode, ByteString)>, ctx: &mut Context<Self>) {
+        self.closing = true;
+        let code = reason.map(|(code, _)| code);
+        self.close_code = Some(code.map_or(1005, u16::from));
+        self.outbound.push(frame::close(code, ""));
+        ctx.stop();
     }
 
     /// Pings the client, and closes it if it has been silent too long.
-    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_seen.elapsed() > self.config.limits.client_timeout {
             log::info!("closing a silent client={}", self.id);
-            return self.close(ctx, CloseCode::Policy, "heartbeat timeout");
+            return self.close(ctx, CloseCode::POLICY, "heartbeat timeout");
         }
-        self.outbound.push(wire::ping());
+        self.outbound.push(frame::ping());
     }
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.count(|m| m.connections_opened.inc());
@@ -498,8 +463,8 @@ impl Handler<Deliver> for WsSession {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, frame: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Incoming> for WsSession {
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Self::Context) {
         if self.closing {
             return;
         }
@@ -509,48 +474,21 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
         if self.close_if_backlogged(ctx) {
             return;
         }
-        match frame {
-            Ok(ws::Message::Text(text)) if self.fragments.is_none() => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) if self.fragments.is_none() => self.on_binary(ctx),
-            Ok(ws::Message::Text(_) | ws::Message::Binary(_)) => self.close(
-                ctx,
-                CloseCode::Protocol,
-                "new message inside a fragmented one",
-            ),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => self.outbound.push(wire::pong(&payload)),
-            Ok(ws::Message::Pong(_) | ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
-                self.closing = true;
-                self.close_code = Some(reason.as_ref().map_or(1005, |r| u16::from(r.code)));
-                self.outbound
-                    .push(wire::close(reason.filter(|r| may_echo(r.code))));
-                ctx.stop();
-            }
-            Err(error) => self.on_protocol_error(error, ctx),
+        match incoming {
+            Incoming::Text(text) => self.on_text(&text, ctx),
+            Incoming::Binary(_) => self.on_binary(ctx),
+            Incoming::Ping(payload) => self.outbound.push(frame::pong(&payload)),
+            Incoming::Pong => {}
+            Incoming::Close(reason) => self.on_close(reason, ctx),
+            Incoming::Violation(violation) => self.on_violation(violation, ctx),
         }
     }
-}
 
-/// Whether a close code a client sent is sent back: the codes RFC 6455 7.4.1
-/// lets an endpoint send, and the 3000–4999 range for libraries and
-/// applications. 1005, 1006 and 1015 must never appear on the wire; for those
-/// and anything else the reply carries no code.
-fn may_echo(code: CloseCode) -> bool {
-    matches!(u16::from(code), 1000..=1003 | 1007..=1011 | 3000..=4999)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_codes_allowed_on_the_wire_are_echoed() {
-        for code in [1000, 1001, 1008, 1011, 3000, 4999] {
-            assert!(may_echo(CloseCode::from(code)), "{code}");
-        }
-        for code in [999, 1004, 1005, 1006, 1012, 1015, 2000, 5000] {
-            assert!(!may_echo(CloseCode::from(code)), "{code}");
+    /// The client hung up, or its close or violation was the last thing it
+    /// sent: a session that is not closing already stops now.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if !self.closing {
+            ctx.stop();
         }
     }
 }

@@ -3,30 +3,27 @@
 //!
 //! actix-http hands every request that asks for `Upgrade: websocket` here
 //! with its socket. A refused upgrade gets its JSON answer and the connection
-//! is closed; an accepted one gets its 101, and the socket goes to the
-//! session's own connection task (see `transport`), without the dispatcher's
-//! buffers.
+//! is closed; an accepted one gets its session, and the transport sends the
+//! 101 and runs the session on the socket (see `transport::accept`), without
+//! the dispatcher's buffers.
 
 use std::convert::Infallible;
 use std::io;
 use std::rc::Rc;
 
-use actix_codec::Framed;
 use actix_http::body::{BodySize, MessageBody};
 use actix_http::header::HeaderValue;
 use actix_http::{h1, ConnectionType, Method, Request, Response};
-use actix_web::web::{self, Bytes};
+use actix_web::web;
 use actix_web::ResponseError;
-use actix_web_actors::ws::WebsocketContext;
 use futures_util::SinkExt;
-use tokio::net::TcpStream;
 
 use super::ws::{self, Admission};
 use super::{ApiError, AppState};
 use crate::actors::ws_session::WsSession;
-use crate::transport::{self, Outbound, SocketReader};
+use crate::transport::{self, Outbound};
 
-type Connection = Framed<TcpStream, h1::Codec>;
+type Connection = transport::Upgrading;
 
 /// The upgrade service: answers the upgrade request on `connection`, and for
 /// an accepted one runs the session until it ends.
@@ -89,34 +86,20 @@ async fn refuse(refusal: &ApiError, mut connection: Connection) -> io::Result<()
     connection.send(h1::Message::Chunk(None)).await
 }
 
-/// Sends the 101 and runs the session on the bare socket.
+/// Builds the session and hands the connection to the transport, which
+/// sends the 101 and runs the session on the bare socket.
 async fn accept(
     state: &AppState,
     admission: Admission,
-    mut connection: Connection,
+    connection: transport::Upgrading,
 ) -> io::Result<()> {
     let Admission {
-        mut response,
+        switching,
         name,
         rooms,
         identity,
         permit,
     } = admission;
-    let switching = response.finish().drop_body();
-    connection
-        .send(h1::Message::Item((switching, BodySize::None)))
-        .await?;
-    let (socket, early) = {
-        let parts = connection.into_parts();
-        // Frames the client sent right behind its request are copied out, so
-        // the dispatcher's buffers are freed here with the rest of `parts`.
-        (Rc::new(parts.io), Bytes::copy_from_slice(&parts.read_buf))
-    };
-    // Frames are written whole, a turn's worth at a time: nothing is gained
-    // by holding a small one back.
-    socket.set_nodelay(true)?;
-
-    let limits = &state.config.limits;
     let outbound = Rc::new(Outbound::counted(&state.metrics));
     let session = WsSession::new(
         name,
@@ -133,10 +116,6 @@ async fn accept(
         permit,
     )
     .with_metrics(state.metrics.clone());
-    let reader = SocketReader::new(socket.clone(), early, limits.max_frame_bytes);
-    let codec = actix_http::ws::Codec::new().max_size(limits.max_frame_bytes);
-    let session = Box::pin(WebsocketContext::with_codec(session, reader, codec));
-    // Its own task: the dispatcher's, with the upgrade's state, ends here.
-    actix_web::rt::spawn(transport::serve(socket, session, outbound));
-    Ok(())
+    let max_message_bytes = state.config.limits.max_frame_bytes;
+    transport::accept(connection, switching, max_message_bytes, outbound, session).await
 }

@@ -8,8 +8,7 @@
 //! for `Upgrade: websocket` to `http::upgrade`, which runs these checks; the
 //! route here answers the `GET /ws` requests that do not ask for it.
 
-use actix_http::ws;
-use actix_http::{RequestHead, ResponseBuilder};
+use actix_http::{RequestHead, Response};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
@@ -19,6 +18,7 @@ use crate::history::Since;
 use crate::http::{ApiError, AppState};
 use crate::protocol::{DisplayName, RoomName};
 use crate::state::ConnectionPermit;
+use crate::transport::handshake::{self, Refusal};
 
 /// What a client asks for in the `/ws` query, checked.
 #[derive(Debug, PartialEq)]
@@ -82,7 +82,8 @@ impl WsQuery {
 /// An upgrade that passed every check: the 101 answer to send, and what the
 /// session starts with.
 pub struct Admission {
-    pub response: ResponseBuilder,
+    /// The 101.
+    pub switching: Response<()>,
     pub name: Option<DisplayName>,
     pub rooms: Vec<(RoomName, Option<Since>)>,
     /// Who the token says the client is, when tokens are required.
@@ -119,13 +120,16 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
             Some(identity)
         }
     };
-    let response = handshake(head)?;
+    let switching = handshake::accept(head).map_err(|refusal| match refusal {
+        Refusal::Version => ApiError::WebSocketVersion,
+        Refusal::Malformed(_) => ApiError::BadRequest(refusal.to_string()),
+    })?;
     let permit = state
         .connections
         .try_acquire()
         .ok_or(ApiError::TooManyConnections)?;
     Ok(Admission {
-        response,
+        switching,
         name,
         rooms,
         identity,
@@ -154,27 +158,6 @@ fn bearer(head: &RequestHead) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())
-}
-
-/// Checks the upgrade headers and starts the 101 answer.
-///
-/// actix also accepts the pre-RFC drafts 7 and 8; chatd speaks RFC 6455 only,
-/// and says so in `Sec-WebSocket-Version` as the RFC asks.
-fn handshake(head: &RequestHead) -> Result<ResponseBuilder, ApiError> {
-    let version_13 = head
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    match ws::handshake(head) {
-        Ok(response) if version_13 => Ok(response),
-        Ok(_)
-        | Err(ws::HandshakeError::NoVersionHeader | ws::HandshakeError::UnsupportedVersion) => {
-            Err(ApiError::WebSocketVersion)
-        }
-        Err(err) => Err(ApiError::BadRequest(format!(
-            "not a valid WebSocket upgrade: {err}"
-        ))),
-    }
 }
 
 /// Browsers send `Origin`; other clients usually do not, and are let in.

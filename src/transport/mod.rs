@@ -1,18 +1,29 @@
-//! The byte path between a `WsSession` and its socket, once the upgrade is
-//! done.
+//! The WebSocket edge: everything between a session and its socket, from
+//! the opening handshake to the last byte.
 //!
-//! actix-http hands an upgraded connection's socket to chatd (see
-//! `http::upgrade`), so no HTTP dispatcher, with its two 8 KiB buffers, stays
-//! behind for the life of the connection. One task per connection, [`serve`],
-//! owns the socket: it drives the session's actor context and writes what the
-//! session queued in its [`Outbound`], everything queued in one turn in one
-//! vectored write. The session reads through a [`SocketReader`], which reads
-//! only when bytes arrive, a frame at a time.
+//! - [`handshake`]: which upgrade requests are accepted, and the 101.
+//! - [`accept`] takes the socket out of actix-http once the 101 is written,
+//!   so no HTTP dispatcher, with its two 8 KiB buffers, stays behind for the
+//!   life of the connection, and starts the connection's one task, [`serve`].
+//! - [`SocketReader`] reads only when bytes arrive and decodes them with a
+//!   [`Decoder`]: frame limits, masking, reassembly of fragments, UTF-8 and
+//!   the close-code rules of RFC 6455 all live there. The session receives
+//!   [`Incoming`] values only: whole text and binary messages, pings and
+//!   pongs, the client's checked close, or the [`Violation`] to close with.
+//!   It never sees a frame or an error string.
+//! - [`frame`] encodes what the server writes; broadcasts are encoded once
+//!   and the same bytes go to every receiver.
+//! - [`Outbound`] is the write queue: everything queued in one turn goes out
+//!   in one vectored write.
 //!
-//! The queue holds frames encoded once for every receiver (see `wire`), so a
-//! delivery costs a reference count and a push. The bytes in it are the
-//! session's pending output; past its limit the session closes itself with
-//! 1008, so a client that stops reading cannot grow memory without bound.
+//! The session is an actix actor with a plain `Context`, its reader added as
+//! a stream; [`serve`] polls the context itself (no task of its own) and
+//! writes what the session queued right after, in the same turn.
+//!
+//! The queue holds frames encoded once for every receiver, so a delivery
+//! costs a reference count and a push. The bytes in it are the session's
+//! pending output; past its limit the session closes itself with 1008, so a
+//! client that stops reading cannot grow memory without bound.
 //!
 //! When the session stops, its close frame is the last thing queued: [`serve`]
 //! writes what is left, half-closes the socket and waits for the client to
@@ -20,38 +31,90 @@
 //! not take its bytes or does not close gets [`CLOSE_LINGER`], then the socket
 //! is closed under it.
 
+mod close;
+mod decode;
 pub mod deflate;
+pub mod frame;
+pub mod handshake;
 mod outbound;
 mod reader;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
+use actix::{Actor, AsyncContext, Context, StreamHandler};
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::{h1, Response};
 use actix_web::web::Bytes;
-use futures_util::Stream;
+use futures_util::SinkExt;
 use tokio::net::TcpStream;
 
+pub use close::CloseCode;
+pub use decode::{Decoder, Incoming, Violation};
 pub use outbound::Outbound;
 pub use reader::SocketReader;
+
+/// An HTTP/1 connection as actix-http hands over an upgrade request.
+pub type Upgrading = Framed<TcpStream, h1::Codec>;
+
+/// Writes `switching` (the 101 from [`handshake::accept`]) on
+/// `connection`, takes the socket from actix-http, and runs `session` on it
+/// in a task of its own until the connection ends. `outbound` is the queue
+/// the session writes to; client messages are limited to
+/// `max_message_bytes`.
+///
+/// # Errors
+/// Writing the 101 failed: the client is gone.
+pub async fn accept<A>(
+    mut connection: Upgrading,
+    switching: Response<()>,
+    max_message_bytes: usize,
+    outbound: Rc<Outbound>,
+    session: A,
+) -> io::Result<()>
+where
+    A: Actor<Context = Context<A>> + StreamHandler<Incoming>,
+{
+    connection
+        .send(h1::Message::Item((switching, BodySize::None)))
+        .await?;
+    let (socket, early) = {
+        let parts = connection.into_parts();
+        // Frames the client sent right behind its request are copied out, so
+        // the dispatcher's buffers are freed here with the rest of `parts`.
+        (Rc::new(parts.io), Bytes::copy_from_slice(&parts.read_buf))
+    };
+    // Frames are written whole, a turn's worth at a time: nothing is gained
+    // by holding a small one back.
+    socket.set_nodelay(true)?;
+    let reader = SocketReader::new(socket.clone(), early, Decoder::new(max_message_bytes));
+    let mut context = Context::new();
+    context.add_stream(reader);
+    let session = Box::pin(context.into_future(session));
+    // Its own task: the dispatcher's, with the upgrade's state, ends here.
+    actix_web::rt::spawn(serve(socket, session, outbound));
+    Ok(())
+}
 
 /// How long a stopped session's client gets to take what is left and close
 /// its end before the socket is closed under it.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
-/// Runs one WebSocket connection to its end: `session` is the session's
-/// context (from `WebsocketContext::with_codec`, reading through a
-/// [`SocketReader`] on `socket`), `outbound` the queue it writes to.
+/// Runs one WebSocket connection to its end: `session` is the running
+/// session (its actor context, reading through a [`SocketReader`] on
+/// `socket`), `outbound` the queue it writes to.
 ///
 /// This is the one task a connection keeps, so it is kept small: the session
 /// lives behind its box, and the linger timer is allocated only once the
 /// session has stopped.
-pub async fn serve<S>(socket: Rc<TcpStream>, session: Pin<Box<S>>, outbound: Rc<Outbound>)
+async fn serve<S>(socket: Rc<TcpStream>, session: Pin<Box<S>>, outbound: Rc<Outbound>)
 where
-    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+    S: Future<Output = ()>,
 {
     if let Err(err) = run(session, &socket, &outbound).await {
         // The session is dropped, and so stopped, with the failed socket.
@@ -73,22 +136,12 @@ where
 /// drops it: its connection slot is free before the close is done.
 async fn run<S>(mut session: Pin<Box<S>>, socket: &TcpStream, outbound: &Outbound) -> io::Result<()>
 where
-    S: Stream<Item = Result<Bytes, actix_web::Error>>,
+    S: Future<Output = ()>,
 {
     poll_fn(|cx| {
-        // Sessions write to their `Outbound` directly, so the context's own
-        // encoder yields nothing; anything it does yield is queued in order.
-        let stopped = loop {
-            match session.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(bytes))) => outbound.push(bytes),
-                Poll::Ready(Some(Err(err))) => {
-                    log::warn!("websocket encode failed: {err}");
-                    break true;
-                }
-                Poll::Ready(None) => break true,
-                Poll::Pending => break false,
-            }
-        };
+        // The session runs (reads, handles its mail and timers) and queues
+        // its output; what it queued is written right after.
+        let stopped = session.as_mut().poll(cx).is_ready();
         match outbound.poll_write(socket, cx) {
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             _ if stopped => Poll::Ready(Ok(())),

@@ -1,49 +1,46 @@
 //! [`SocketReader`]: the client's bytes, read from the socket only when they
-//! arrive and handed to the WebSocket decoder a frame at a time.
+//! arrive, decoded into [`Incoming`] messages one at a time.
 
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
-use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use tokio::net::TcpStream;
 
-use crate::frame_guard::{FrameGuard, FRAME_TOO_BIG};
+use super::decode::{Decoder, Incoming};
 
 /// The most bytes read from the socket at once. The buffer lives on the
 /// stack for the read only; an idle connection holds no read buffer.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The payload stream of one WebSocket connection.
-///
-/// actix's decoder pulls everything its source has before it decodes, so
-/// this stream hands over at most one frame (or the part of one that has
-/// arrived) and then reports pending, waking itself, so the decoder takes
-/// that frame before more is read. A header that declares a frame over the
-/// limit fails the stream with [`FRAME_TOO_BIG`] at once.
+/// The most reads in one poll before the reader lets the other
+/// connections of its thread run (a large message takes many).
+const MAX_READS_PER_POLL: usize = 16;
+
+/// The stream of what one client sends, as the session receives it: whole
+/// messages, control frames' content, and at the end the client's close or
+/// the rule it broke. The stream ends after those, or when the client hangs
+/// up.
 pub struct SocketReader {
     socket: Rc<TcpStream>,
-    guard: FrameGuard,
-    /// Read from the socket and not yet handed over.
+    decoder: Decoder,
+    /// Read from the socket and not yet decoded.
     unread: Bytes,
-    /// A piece was handed over since the decoder last ran.
-    handed_over: bool,
-    /// The stream failed or ended; nothing more comes.
+    /// The client closed, broke the protocol or hung up: nothing more comes.
     done: bool,
 }
 
 impl SocketReader {
     /// Reads from `socket`, starting with `early`: bytes the client sent
     /// right behind its upgrade request.
-    pub fn new(socket: Rc<TcpStream>, early: Bytes, max_frame_bytes: usize) -> Self {
+    pub fn new(socket: Rc<TcpStream>, early: Bytes, decoder: Decoder) -> Self {
         Self {
             socket,
-            guard: FrameGuard::new(max_frame_bytes),
+            decoder,
             unread: early,
-            handed_over: false,
             done: false,
         }
     }
@@ -65,43 +62,40 @@ impl SocketReader {
         }
     }
 
-    fn fail(&mut self, error: io::Error) -> Poll<Option<Result<Bytes, PayloadError>>> {
+    /// Nothing is read after `last`.
+    fn end_with(&mut self, last: Option<Incoming>) -> Poll<Option<Incoming>> {
         self.done = true;
         self.unread = Bytes::new();
-        Poll::Ready(Some(Err(PayloadError::Io(error))))
+        Poll::Ready(last)
     }
 }
 
 impl Stream for SocketReader {
-    type Item = Result<Bytes, PayloadError>;
+    type Item = Incoming;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
         }
-        if this.handed_over {
-            // Let the decoder run; come back for the next frame right after.
-            this.handed_over = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        if this.unread.is_empty() {
+        for _ in 0..MAX_READS_PER_POLL {
+            match this.decoder.decode(&mut this.unread) {
+                Ok(Some(incoming @ Incoming::Close(_))) => return this.end_with(Some(incoming)),
+                Ok(Some(incoming)) => return Poll::Ready(Some(incoming)),
+                Ok(None) => {}
+                Err(violation) => return this.end_with(Some(Incoming::Violation(violation))),
+            }
             match ready!(this.poll_fill(cx)) {
                 Ok(true) => {}
-                Ok(false) => {
-                    this.done = true;
-                    return Poll::Ready(None);
+                Ok(false) => return this.end_with(None),
+                Err(err) => {
+                    log::debug!("websocket read failed: {err}");
+                    return this.end_with(None);
                 }
-                Err(err) => return this.fail(err),
             }
         }
-        match this.guard.next_cut(&this.unread) {
-            Ok(n) => {
-                this.handed_over = true;
-                Poll::Ready(Some(Ok(this.unread.split_to(n))))
-            }
-            Err(_) => this.fail(io::Error::new(io::ErrorKind::InvalidData, FRAME_TOO_BIG)),
-        }
+        // Come back for the rest right after the others had a turn.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

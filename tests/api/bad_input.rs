@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{spawn_app, spawn_app_with, Ending, TestApp};
-use crate::raw_ws::{RawWs, Upgrade, BINARY, CLOSE, CONTINUATION, PING, TEXT};
+use crate::raw_ws::{RawWs, Upgrade, BINARY, CLOSE, CONTINUATION, PING, RSV1, RSV2, RSV3, TEXT};
 
 /// Connects a new client and checks its message comes back as an echo.
 pub async fn a_fresh_client_round_trips(app: &TestApp, after: &str) {
@@ -191,6 +191,84 @@ async fn protocol_violations_close_with_the_exact_code() {
             "a fragmented ping",
             vec![RawWs::encode(false, PING, b"half")],
             1002,
+        ),
+        (
+            "RSV1 (a compressed message) when no extension was negotiated",
+            vec![RawWs::encode(true, RSV1 | TEXT, b"{}")],
+            1002,
+        ),
+        ("RSV2", vec![RawWs::encode(true, RSV2 | TEXT, b"{}")], 1002),
+        ("RSV3", vec![RawWs::encode(true, RSV3 | BINARY, b"x")], 1002),
+        (
+            "RSV1 on a control frame",
+            vec![RawWs::encode(true, RSV1 | PING, b"")],
+            1002,
+        ),
+        (
+            "RSV1 on a continuation frame",
+            vec![
+                RawWs::encode(false, TEXT, b"{"),
+                RawWs::encode(true, RSV1 | CONTINUATION, b"}"),
+            ],
+            1002,
+        ),
+        (
+            "a ping over 125 bytes",
+            vec![RawWs::encode(true, PING, &[b'p'; 126])],
+            1002,
+        ),
+        (
+            "a reserved control opcode",
+            vec![RawWs::encode(true, 0xB, b"")],
+            1002,
+        ),
+        (
+            "a close frame with a one-byte payload",
+            vec![RawWs::encode(true, CLOSE, &[0x03])],
+            1002,
+        ),
+        (
+            "a close code that must not be on the wire (1005)",
+            vec![RawWs::encode(true, CLOSE, &1005u16.to_be_bytes())],
+            1002,
+        ),
+        (
+            "an unassigned close code (2000)",
+            vec![RawWs::encode(true, CLOSE, &2000u16.to_be_bytes())],
+            1002,
+        ),
+        (
+            "a close reason that is not UTF-8",
+            vec![RawWs::encode(true, CLOSE, b"\x03\xe8\xff")],
+            1007,
+        ),
+        (
+            "a first fragment that is not UTF-8, the rest never sent",
+            vec![RawWs::encode(false, TEXT, b"caf\xc3\x28")],
+            1007,
+        ),
+        (
+            "a text frame cut short after invalid UTF-8",
+            vec![RawWs::encode(
+                true,
+                TEXT,
+                &[b"ok\xf4\x90".as_slice(), &[b'x'; 200][..]].concat(),
+            )[..12]
+                .to_vec()],
+            1007,
+        ),
+        (
+            "a text message ending inside a character",
+            vec![RawWs::encode(true, TEXT, &"é".as_bytes()[..1])],
+            1007,
+        ),
+        (
+            "a fragmented message whose last fragment ends inside a character",
+            vec![
+                RawWs::encode(false, TEXT, b"caf"),
+                RawWs::encode(true, CONTINUATION, &"é".as_bytes()[..1]),
+            ],
+            1007,
         ),
     ];
     for (what, frames, expected) in cases {

@@ -17,6 +17,10 @@ pub const BINARY: u8 = 0x2;
 pub const CONTINUATION: u8 = 0x0;
 pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
+/// The reserved bits, or-ed into an opcode: RSV1 marks a compressed message.
+pub const RSV1: u8 = 0x40;
+pub const RSV2: u8 = 0x20;
+pub const RSV3: u8 = 0x10;
 
 /// An upgrade request to `/ws`, well-formed until a test changes it.
 pub struct Upgrade {
@@ -195,7 +199,8 @@ impl RawWs {
         Upgrade::new(query).send(address).await.accepted()
     }
 
-    /// The encoded bytes of a client frame, masked as clients must.
+    /// The encoded bytes of a client frame, masked as clients must;
+    /// `opcode` may carry reserved bits ([`RSV1`], ...).
     pub fn encode(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut frame = Self::header(fin, opcode, payload.len() as u64, true);
         let mask: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];

@@ -109,6 +109,17 @@ impl ServerProcess {
         }
     }
 
+    /// Every stderr line, once the process has exited (its stderr is closed
+    /// then, so this does not wait).
+    // Only the api tests read a whole log.
+    #[allow(dead_code)]
+    pub fn full_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
     /// Waits for the process to exit by itself; fails after `within`.
     pub fn wait_for_exit(&mut self, within: Duration) -> i32 {
         let deadline = Instant::now() + within;

@@ -20,12 +20,12 @@ impl Handler<Deliver> for Probe {
     fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
         match msg {
             Deliver::Frames(frames) => {
-                for event in wire::text_payloads(&frames) {
+                for event in frame::text_payloads(&frames) {
                     let _ = self.0.send(event);
                 }
             }
             Deliver::FrameLists(lists) => {
-                for event in lists.iter().flat_map(|f| wire::text_payloads(f)) {
+                for event in lists.iter().flat_map(|f| frame::text_payloads(f)) {
                     let _ = self.0.send(event);
                 }
             }
@@ -128,10 +128,10 @@ async fn the_messages_of_one_turn_reach_a_session_in_one_delivery() {
         fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
             match msg {
                 Deliver::Frames(frames) => {
-                    let _ = self.0.send(wire::text_payloads(&frames).len());
+                    let _ = self.0.send(frame::text_payloads(&frames).len());
                 }
                 Deliver::FrameLists(lists) => {
-                    let events = lists.iter().map(|f| wire::text_payloads(f).len());
+                    let events = lists.iter().map(|f| frame::text_payloads(f).len());
                     let _ = self.0.send(events.sum());
                 }
                 Deliver::Close(..) => {}
