@@ -11,6 +11,11 @@
 //! within one turn, a session in several rooms gets the everyone batch first,
 //! then each room's batch.
 //!
+//! Receivers that agreed to permessage-deflate get a compressed copy of each
+//! batch, made beside the plain one in the same turn: each event is
+//! compressed once, whatever the number of its receivers, and only while
+//! some receiver of the batch takes it (see `transport::deflate`).
+//!
 //! A room exists only while it has members or joiners: one with neither
 //! costs nothing, not even a map entry. A joiner is a session whose `join`
 //! waits for the room's history (from Redis): what the room says meanwhile is
@@ -30,14 +35,100 @@ use actix_web::web::{Bytes, BytesMut};
 use crate::actors::chat_hub::{Audience, Deliver};
 use crate::auth::UserId;
 use crate::protocol::{Frame, RoomName, SessionId};
-use crate::transport::frame;
+use crate::transport::deflate::Deflate;
+use crate::transport::frame::{self, OpCode};
 
 /// Batches this large in all go out at once rather than at the end of the turn.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// A session's address, shared by every map that holds it: one `Recipient`
 /// per connection (each clone of a `Recipient` is an allocation of its own).
-pub type SessionAddr = Rc<Recipient<Deliver>>;
+pub type SessionAddr = Rc<Receiver>;
+
+/// Where a session's deliveries go, and which encoding of a batch it takes.
+pub struct Receiver {
+    recipient: Recipient<Deliver>,
+    /// It agreed to permessage-deflate with the full window: it takes the
+    /// compressed copy of a batch.
+    deflates: bool,
+}
+
+impl Receiver {
+    /// The session at `recipient`, which agreed on `deflate` in its upgrade.
+    pub fn new(recipient: Recipient<Deliver>, deflate: Option<Deflate>) -> Self {
+        Self {
+            recipient,
+            deflates: deflate == Some(Deflate::FULL),
+        }
+    }
+
+    /// Hands it `frames`, in the encoding it takes.
+    fn deliver(&self, frames: &Frames) {
+        self.recipient
+            .do_send(Deliver::Frames(frames.for_receiver(self).clone()));
+    }
+}
+
+impl std::ops::Deref for Receiver {
+    type Target = Recipient<Deliver>;
+
+    fn deref(&self) -> &Recipient<Deliver> {
+        &self.recipient
+    }
+}
+
+/// One turn's frames for a set of receivers: plain, and compressed while
+/// some receiver takes that.
+#[derive(Default)]
+struct Batch {
+    plain: BytesMut,
+    /// Every event of `plain`, compressed; `None` when the turn began with
+    /// no receiver that takes it.
+    deflated: Option<BytesMut>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty()
+    }
+
+    /// Appends the event `payload`; `deflating` when some receiver takes the
+    /// compressed copy.
+    fn push(&mut self, payload: &[u8], deflating: bool) {
+        if self.plain.is_empty() {
+            // A receiver that came in mid-turn takes the plain copy until
+            // the next turn: the compressed one would lack the start.
+            self.deflated = deflating.then(BytesMut::new);
+        }
+        frame::append_text(&mut self.plain, payload);
+        if let Some(deflated) = self.deflated.as_mut() {
+            frame::append_message(deflated, Deflate::FULL, OpCode::Text, payload);
+        }
+    }
+
+    fn split(&mut self) -> Frames {
+        Frames {
+            plain: self.plain.split().freeze(),
+            deflated: self.deflated.take().map(|mut d| d.split().freeze()),
+        }
+    }
+}
+
+/// A batch ready to go: the same bytes for every receiver of an encoding.
+#[derive(Clone)]
+struct Frames {
+    plain: Bytes,
+    deflated: Option<Bytes>,
+}
+
+impl Frames {
+    fn for_receiver(&self, receiver: &Receiver) -> &Bytes {
+        match &self.deflated {
+            Some(deflated) if receiver.deflates => deflated,
+            _ => &self.plain,
+        }
+    }
+}
 
 /// Events a joiner missed while its history was read: offset (if stored)
 /// and the event.
@@ -72,13 +163,27 @@ impl Joiner {
 #[derive(Default)]
 struct Room {
     members: HashMap<SessionId, SessionAddr>,
+    /// Members that take compressed batches.
+    deflating: usize,
     joiners: HashMap<SessionId, Joiner>,
-    batch: BytesMut,
+    batch: Batch,
     /// The highest offset handed to the room here.
     live: u64,
 }
 
 impl Room {
+    /// Makes session `id` a member; `true` when it was not one.
+    fn admit(&mut self, id: SessionId, recipient: SessionAddr) -> bool {
+        self.deflating += usize::from(recipient.deflates);
+        match self.members.insert(id, recipient) {
+            Some(old) => {
+                self.deflating -= usize::from(old.deflates);
+                false
+            }
+            None => true,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.members.is_empty() && self.joiners.is_empty()
     }
@@ -102,8 +207,10 @@ pub struct Fanout {
     /// The user of each session that has one.
     user_of: HashMap<SessionId, UserId>,
     rooms: HashMap<RoomName, Room>,
+    /// Sessions that take compressed batches.
+    deflating: usize,
     /// Frames for every session this turn, not yet handed out.
-    everyone: BytesMut,
+    everyone: Batch,
     /// Rooms whose batch holds frames this turn, in the order first used.
     touched: Vec<RoomName>,
     /// Bytes in all batches of this turn.
@@ -119,7 +226,10 @@ pub struct Fanout {
 impl Fanout {
     /// Starts handing everyone-events to session `id`.
     pub fn add_session(&mut self, id: SessionId, recipient: SessionAddr, user: Option<UserId>) {
-        self.sessions.insert(id, recipient);
+        self.deflating += usize::from(recipient.deflates);
+        if let Some(old) = self.sessions.insert(id, recipient) {
+            self.deflating -= usize::from(old.deflates);
+        }
         if let Some(user) = user {
             self.users.entry(user.clone()).or_default().push(id);
             self.user_of.insert(id, user);
@@ -131,7 +241,9 @@ impl Fanout {
         for room in rooms {
             self.exit(id, room);
         }
-        self.sessions.remove(&id);
+        if let Some(old) = self.sessions.remove(&id) {
+            self.deflating -= usize::from(old.deflates);
+        }
         if let Some(user) = self.user_of.remove(&id) {
             if let Some(sessions) = self.users.get_mut(&user) {
                 sessions.retain(|s| *s != id);
@@ -149,7 +261,7 @@ impl Fanout {
     pub fn enter(&mut self, id: SessionId, recipient: &SessionAddr, room: &RoomName) -> bool {
         let opened = !self.rooms.contains_key(room);
         let entry = self.rooms.entry(room.clone()).or_default();
-        if entry.members.insert(id, recipient.clone()).is_none() {
+        if entry.admit(id, recipient.clone()) {
             let count = self.room_counts.entry(id).or_default();
             *count += 1;
             self.multi_room += usize::from(*count == 2);
@@ -233,7 +345,8 @@ impl Fanout {
             return false;
         };
         entry.joiners.remove(&id);
-        if entry.members.remove(&id).is_some() {
+        if let Some(old) = entry.members.remove(&id) {
+            entry.deflating -= usize::from(old.deflates);
             if let Some(count) = self.room_counts.get_mut(&id) {
                 self.multi_room -= usize::from(*count == 2);
                 *count -= 1;
@@ -280,7 +393,7 @@ impl Fanout {
         if entry.batch.is_empty() {
             self.touched.push(room.clone());
         }
-        frame::append_text(&mut entry.batch, frame.as_bytes());
+        entry.batch.push(frame.as_bytes(), entry.deflating > 0);
         self.batched += frame.len();
         self.batched >= MAX_BATCH_BYTES
     }
@@ -321,7 +434,7 @@ impl Fanout {
     pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &Frame) -> bool {
         match audience {
             Audience::Everyone if !self.sessions.is_empty() => {
-                frame::append_text(&mut self.everyone, frame.as_bytes());
+                self.everyone.push(frame.as_bytes(), self.deflating > 0);
             }
             Audience::Everyone => return false,
             Audience::User(user) => {
@@ -359,7 +472,7 @@ impl Fanout {
                 }
                 for id in caught_up {
                     let joiner = room.joiners.remove(&id).expect("listed above");
-                    if room.members.insert(id, joiner.recipient).is_none() {
+                    if room.admit(id, joiner.recipient) {
                         let count = self.room_counts.entry(id).or_default();
                         *count += 1;
                         self.multi_room += usize::from(*count == 2);
@@ -371,7 +484,7 @@ impl Fanout {
                 if room.batch.is_empty() {
                     self.touched.push(name.clone());
                 }
-                frame::append_text(&mut room.batch, frame.as_bytes());
+                room.batch.push(frame.as_bytes(), room.deflating > 0);
             }
         }
         self.batched += frame.len();
@@ -385,7 +498,7 @@ impl Fanout {
     /// still gets one delivery.
     pub fn flush(&mut self) {
         let batched = std::mem::take(&mut self.batched);
-        let everyone = (!self.everyone.is_empty()).then(|| self.everyone.split().freeze());
+        let everyone = (!self.everyone.is_empty()).then(|| self.everyone.split());
         if everyone.is_none() && self.touched.is_empty() {
             return;
         }
@@ -393,7 +506,7 @@ impl Fanout {
         let delivered = match (everyone, self.touched.len()) {
             (Some(frames), 0) => {
                 for session in self.sessions.values() {
-                    session.do_send(Deliver::Frames(frames.clone()));
+                    session.deliver(&frames);
                 }
                 self.sessions.len()
             }
@@ -401,9 +514,9 @@ impl Fanout {
                 let mut delivered = 0;
                 for name in self.touched.drain(..) {
                     let room = self.rooms.get_mut(&name).expect("touched rooms exist");
-                    let frames = room.batch.split().freeze();
+                    let frames = room.batch.split();
                     for member in room.members.values() {
-                        member.do_send(Deliver::Frames(frames.clone()));
+                        member.deliver(&frames);
                     }
                     delivered += room.members.len();
                 }
@@ -426,22 +539,23 @@ impl Fanout {
     }
 
     /// Answers how many sessions it handed a list to.
-    fn flush_lists(&mut self, everyone: Option<Bytes>) -> usize {
+    fn flush_lists(&mut self, everyone: Option<Frames>) -> usize {
         let mut batches = Vec::with_capacity(self.touched.len());
         for name in self.touched.drain(..) {
             let room = self.rooms.get_mut(&name).expect("touched rooms exist");
-            batches.push((name, room.batch.split().freeze()));
+            batches.push((name, room.batch.split()));
         }
         let mut lists: HashMap<SessionId, (&SessionAddr, Vec<Bytes>)> = HashMap::new();
         if let Some(frames) = everyone {
             for (id, session) in &self.sessions {
-                lists.insert(*id, (session, vec![frames.clone()]));
+                let list = vec![frames.for_receiver(session).clone()];
+                lists.insert(*id, (session, list));
             }
         }
         for (name, frames) in batches {
             for (id, member) in &self.rooms[&name].members {
                 let list = lists.entry(*id).or_insert_with(|| (member, Vec::new()));
-                list.1.push(frames.clone());
+                list.1.push(frames.for_receiver(member).clone());
             }
         }
         let delivered = lists.len();

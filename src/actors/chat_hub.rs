@@ -50,7 +50,7 @@ use serde_json::value::RawValue;
 
 use crate::auth::UserId;
 use crate::config::HistorySettings;
-use crate::fanout::{Fanout, Held, SessionAddr};
+use crate::fanout::{Fanout, Held, Receiver, SessionAddr};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
 use crate::presence::Roster;
 use crate::protocol::{
@@ -70,6 +70,9 @@ pub struct Connect {
     pub user: Option<UserId>,
     /// Where the hub sends its events.
     pub session: Recipient<Deliver>,
+    /// The permessage-deflate it agreed on, if any: it then takes the
+    /// compressed copy of each broadcast.
+    pub deflate: Option<crate::transport::deflate::Deflate>,
     /// The rooms it starts in, checked and deduplicated, each with the
     /// `since` it resumes after, if any.
     pub rooms: Vec<(RoomName, Option<Since>)>,
@@ -950,9 +953,10 @@ impl Handler<Connect> for ChatHub {
             name,
             user,
             session,
+            deflate,
             rooms,
         } = msg;
-        let session = SessionAddr::new(session);
+        let session = SessionAddr::new(Receiver::new(session, deflate));
         let finished = self.draining.as_ref().is_some_and(DrainState::finished);
         log::debug!(
             "connected client_id={} name={:?} rooms={}",

@@ -35,6 +35,7 @@ use crate::protocol::{
 };
 use crate::rate_limit::TokenBucket;
 use crate::state::ConnectionPermit;
+use crate::transport::deflate::Deflate;
 use crate::transport::{frame, CloseCode, Incoming, Outbound, Violation};
 
 /// A session's own output from before its welcome.
@@ -92,6 +93,9 @@ pub struct WsSession {
     /// for the rooms' histories.
     early: Option<Box<Early>>,
     closing: bool,
+    /// The permessage-deflate its upgrade agreed on: the hub then hands it
+    /// compressed broadcasts.
+    deflate: Option<Deflate>,
     /// The close code sent or received, for the metrics.
     close_code: Option<u16>,
     metrics: Option<Metrics>,
@@ -127,7 +131,13 @@ impl WsSession {
                 })
             }),
             resume: rooms.iter().map(|(_, since)| since.clone()).collect(),
-            rooms: rooms.into_iter().map(|(room, _)| room).collect(),
+            // Not collected in place: that would keep the larger buffer of
+            // `rooms` for the life of the connection.
+            rooms: {
+                let mut names = Vec::with_capacity(rooms.len());
+                names.extend(rooms.into_iter().map(|(room, _)| room));
+                names
+            },
             rate: TokenBucket::new(config.limits.rate_per_second, config.limits.rate_burst),
             patience: TokenBucket::new(config.limits.rate_per_second, config.limits.rate_burst),
             hub,
@@ -136,10 +146,17 @@ impl WsSession {
             outbound,
             early: Some(Box::default()),
             closing: false,
+            deflate: None,
             close_code: None,
             metrics: None,
             _permit: permit,
         }
+    }
+
+    /// Takes compressed broadcasts, as its upgrade agreed on `deflate`.
+    pub fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// Counts what this client does in `metrics`.
@@ -406,6 +423,7 @@ impl Actor for WsSession {
             name: self.name.clone(),
             user: self.identity.as_deref().map(|t| t.identity.user.clone()),
             session: ctx.address().recipient(),
+            deflate: self.deflate,
             rooms: self
                 .rooms
                 .iter()

@@ -128,6 +128,8 @@ pub struct Config {
     pub log_level: String,
     /// How log lines are written.
     pub log_format: crate::telemetry::LogFormat,
+    /// Whether permessage-deflate is agreed with clients that offer it.
+    pub compression: bool,
     /// How long a drain waits for clients to leave before closing them.
     pub shutdown_timeout: Duration,
     /// How often a drain logs its progress.
@@ -208,6 +210,7 @@ impl Config {
                 "json" => crate::telemetry::LogFormat::Json,
                 _ => crate::telemetry::LogFormat::Human,
             },
+            compression: env.choice("COMPRESSION")? == "on",
             shutdown_timeout: env.seconds("SHUTDOWN_TIMEOUT")?,
             shutdown_progress_interval: env.seconds("SHUTDOWN_PROGRESS_INTERVAL")?,
             shutdown_close_spread: env.seconds("SHUTDOWN_CLOSE_SPREAD")?,

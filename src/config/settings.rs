@@ -138,6 +138,8 @@ pub const SETTINGS: &[Setting] = &[
         "longest chat or notification text; longer gets an `error` event (chat) or 413 (`/notify`); at most `MAX_FRAME_BYTES`"),
     setting("MAX_FRAME_BYTES", Value("65536"), whole(64, 16 << 20), "a size in bytes from 64 to 16777216",
         "largest WebSocket message, fragmented or not; larger closes with 1009"),
+    setting("COMPRESSION", Value("on"), Accepts::OneOf(&["on", "off"]), "on or off",
+        "permessage-deflate (RFC 7692) with clients that offer it, as browsers do: `on` compresses each broadcast once for all its receivers; `off` never agrees to it"),
     setting("RATE_LIMIT_PER_SEC", Value("10"), whole(1, 1_000_000), "a positive whole number",
         "messages (chat or binary) per second per connection, on average"),
     setting("RATE_LIMIT_BURST", Value("20"), whole(1, 1_000_000), "a positive whole number",

@@ -94,12 +94,13 @@ async fn accept(
     connection: transport::Upgrading,
 ) -> io::Result<()> {
     let Admission {
-        switching,
+        accepted,
         name,
         rooms,
         identity,
         permit,
     } = admission;
+    let deflate = accepted.deflate;
     let outbound = Rc::new(Outbound::counted(&state.metrics));
     let session = WsSession::new(
         name,
@@ -115,7 +116,8 @@ async fn accept(
         outbound.clone(),
         permit,
     )
-    .with_metrics(state.metrics.clone());
+    .with_metrics(state.metrics.clone())
+    .with_deflate(deflate);
     let max_message_bytes = state.config.limits.max_frame_bytes;
-    transport::accept(connection, switching, max_message_bytes, outbound, session).await
+    transport::accept(connection, accepted, max_message_bytes, outbound, session).await
 }

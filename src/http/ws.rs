@@ -8,7 +8,7 @@
 //! for `Upgrade: websocket` to `http::upgrade`, which runs these checks; the
 //! route here answers the `GET /ws` requests that do not ask for it.
 
-use actix_http::{RequestHead, Response};
+use actix_http::RequestHead;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
@@ -82,8 +82,8 @@ impl WsQuery {
 /// An upgrade that passed every check: the 101 answer to send, and what the
 /// session starts with.
 pub struct Admission {
-    /// The 101.
-    pub switching: Response<()>,
+    /// The 101, and what it agreed on.
+    pub accepted: handshake::Accepted,
     pub name: Option<DisplayName>,
     pub rooms: Vec<(RoomName, Option<Since>)>,
     /// Who the token says the client is, when tokens are required.
@@ -120,16 +120,17 @@ pub fn admit(head: &RequestHead, state: &AppState) -> Result<Admission, ApiError
             Some(identity)
         }
     };
-    let switching = handshake::accept(head).map_err(|refusal| match refusal {
-        Refusal::Version => ApiError::WebSocketVersion,
-        Refusal::Malformed(_) => ApiError::BadRequest(refusal.to_string()),
-    })?;
+    let accepted =
+        handshake::accept(head, state.config.compression).map_err(|refusal| match refusal {
+            Refusal::Version => ApiError::WebSocketVersion,
+            Refusal::Malformed(_) => ApiError::BadRequest(refusal.to_string()),
+        })?;
     let permit = state
         .connections
         .try_acquire()
         .ok_or(ApiError::TooManyConnections)?;
     Ok(Admission {
-        switching,
+        accepted,
         name,
         rooms,
         identity,

@@ -17,9 +17,11 @@
 //!   the message ends.
 //! - Control frames (close, ping, pong) may come between the fragments of a
 //!   message; their payload (at most 125 bytes) has a buffer of its own.
-//! - RSV1 marks a compressed message (permessage-deflate). Until an
-//!   extension is negotiated it is a protocol error; [`Decoder::finish_message`]
-//!   is the one place a compressed message would be inflated.
+//! - RSV1 marks a compressed message (permessage-deflate). Without the
+//!   extension negotiated it is a protocol error; with it, the message is
+//!   put together compressed and inflated in [`Decoder::finish_message`],
+//!   to at most MAX_FRAME_BYTES (a bomb closes with 1009 once it inflates
+//!   past the limit), and its text is checked after.
 //!
 //! An idle connection's decoder holds no heap memory: the buffers are taken
 //! whole when a message is handed over.
@@ -27,6 +29,7 @@
 use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
 
+use super::deflate::{self, InflateError};
 use super::frame::{OpCode, MAX_CONTROL_PAYLOAD};
 use super::CloseCode;
 
@@ -68,6 +71,11 @@ const fn protocol(reason: &'static str) -> Violation {
 const INVALID_UTF8: Violation = Violation {
     code: CloseCode::INVALID_DATA,
     reason: "invalid UTF-8",
+};
+
+const INVALID_DEFLATE: Violation = Violation {
+    code: CloseCode::INVALID_DATA,
+    reason: "invalid compressed data",
 };
 
 const TOO_BIG: Violation = Violation {
@@ -132,12 +140,12 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder for messages of at most `max_message_bytes`, with no
-    /// extension negotiated.
-    pub fn new(max_message_bytes: usize) -> Self {
+    /// A decoder for messages of at most `max_message_bytes` (inflated, when
+    /// compressed); `compression` when permessage-deflate was negotiated.
+    pub fn new(max_message_bytes: usize, compression: bool) -> Self {
         Self {
             max_message_bytes: max_message_bytes as u64,
-            compression: false,
+            compression,
             state: FRAME_START,
             message: None,
             control: BytesMut::new(),
@@ -273,12 +281,17 @@ impl Decoder {
             .take()
             .expect("a final data frame has a message");
         if message.compressed {
-            // Inflating, bounded by MAX_FRAME_BYTES, slots in here, and the
-            // text check after it. No extension is negotiated yet, so
-            // `check_start` refused RSV1 already.
-            return Err(protocol(
-                "compressed message, but no extension was negotiated",
-            ));
+            let limit = self.max_message_bytes as usize;
+            let bytes = match deflate::inflate(&message.bytes, limit) {
+                Ok(inflated) => Bytes::from(inflated),
+                Err(InflateError::TooBig) => return Err(TOO_BIG),
+                Err(InflateError::Invalid) => return Err(INVALID_DEFLATE),
+            };
+            if !message.text {
+                return Ok(Incoming::Binary(bytes));
+            }
+            let text = ByteString::try_from(bytes).map_err(|_| INVALID_UTF8)?;
+            return Ok(Incoming::Text(text));
         }
         let bytes = message.bytes.freeze();
         if !message.text {
@@ -443,7 +456,7 @@ mod tests {
     /// Everything `bytes` decodes to when fed in pieces of `size`, ending
     /// with the violation if one comes.
     fn decode_in_pieces(bytes: &[u8], size: usize, max: usize) -> Vec<Incoming> {
-        let mut decoder = Decoder::new(max);
+        let mut decoder = Decoder::new(max, false);
         let mut out = Vec::new();
         for piece in bytes.chunks(size) {
             let mut input = Bytes::copy_from_slice(piece);
@@ -605,7 +618,7 @@ mod tests {
     fn invalid_utf8_fails_on_the_offending_bytes_not_at_the_end() {
         // A fragment that can never become UTF-8, then a fragment that would
         // end the message: the first is enough.
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = Decoder::new(1 << 20, false);
         let mut first = Bytes::from(frame(0x01, b"caf\xc3\x28"));
         assert_eq!(decoder.decode(&mut first), Err(INVALID_UTF8));
 
@@ -614,7 +627,7 @@ mod tests {
             TEXT,
             &[b"ok".as_slice(), b"\xf4\x90".as_slice(), &[b'x'; 1000][..]].concat(),
         );
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = Decoder::new(1 << 20, false);
         // 8 bytes of header (a 16-bit length), then the payload.
         let mut part = Bytes::copy_from_slice(&whole[..10]);
         assert_eq!(decoder.decode(&mut part), Ok(None), "\"ok\" is fine");
@@ -628,7 +641,7 @@ mod tests {
 
     #[test]
     fn an_oversized_header_is_refused_before_its_payload() {
-        let mut decoder = Decoder::new(1000);
+        let mut decoder = Decoder::new(1000, false);
         let mut header = Bytes::from(
             [
                 vec![0x81, 0xff],
@@ -642,7 +655,7 @@ mod tests {
 
     #[test]
     fn after_a_message_the_decoder_holds_no_buffer() {
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = Decoder::new(1 << 20, false);
         let bytes = [frame(TEXT, &[b'a'; 5000]), frame(0x89, b"p")].concat();
         let mut input = Bytes::from(bytes);
         assert!(matches!(
@@ -655,6 +668,66 @@ mod tests {
         ));
         assert!(decoder.message.is_none());
         assert_eq!(decoder.control.capacity(), 0);
+    }
+
+    /// Decodes `bytes` whole on a connection that negotiated compression.
+    fn decode_compressed(bytes: &[u8], max: usize) -> Vec<Incoming> {
+        let mut decoder = Decoder::new(max, true);
+        let mut input = Bytes::copy_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(Some(incoming)) => out.push(incoming),
+                Ok(None) => return out,
+                Err(violation) => {
+                    out.push(Incoming::Violation(violation));
+                    return out;
+                }
+            }
+        }
+    }
+
+    const FULL: deflate::Deflate = deflate::Deflate::FULL;
+
+    #[test]
+    fn a_compressed_message_is_inflated_fragmented_or_not() {
+        let text = "a chat message, a chat message, a chat message".repeat(4);
+        let packed = deflate::compress(FULL, text.as_bytes()).unwrap();
+        let (head, tail) = packed.split_at(packed.len() / 2);
+        // RSV1 on the first frame only; a plain message may follow.
+        let fragmented = [
+            frame(0x41, head),
+            frame(0x89, b"p"),
+            frame(0x80, tail),
+            frame(TEXT, b"plain"),
+        ]
+        .concat();
+        let out = decode_compressed(&fragmented, 1 << 20);
+        assert_eq!(
+            out,
+            vec![
+                Incoming::Ping(Bytes::from_static(b"p")),
+                Incoming::Text(text.clone().into()),
+                Incoming::Text("plain".into()),
+            ]
+        );
+        let binary = decode_compressed(&frame(0xC2, &packed), 1 << 20);
+        assert_eq!(binary, vec![Incoming::Binary(Bytes::from(text))]);
+    }
+
+    #[test]
+    fn a_compressed_message_that_inflates_too_far_or_badly_is_refused() {
+        let bomb = deflate::compress(FULL, &vec![b'a'; 1 << 20]).unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        let out = decode_compressed(&frame(0xC1, &bomb), 64 * 1024);
+        assert_eq!(out, vec![Incoming::Violation(TOO_BIG)]);
+
+        let out = decode_compressed(&frame(0xC1, &[0xff; 8]), 1 << 20);
+        assert_eq!(out, vec![Incoming::Violation(INVALID_DEFLATE)]);
+
+        let latin1 = deflate::compress(FULL, &b"caf\xe9 ".repeat(10)).unwrap();
+        let out = decode_compressed(&frame(0xC1, &latin1), 1 << 20);
+        assert_eq!(out, vec![Incoming::Violation(INVALID_UTF8)]);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct Deflate {
 }
 
 impl Deflate {
+    /// The agreement with the full window: what browsers get, and the one
+    /// whose compressed broadcasts are shared.
+    pub const FULL: Deflate = Deflate {
+        server_window_bits: MAX_WINDOW_BITS,
+    };
+
     /// The agreement's `Sec-WebSocket-Extensions` answer.
     pub fn response(&self) -> String {
         let mut answer = String::from(
@@ -157,6 +163,12 @@ pub fn compress(deflate: Deflate, payload: &[u8]) -> Option<Vec<u8>> {
     if payload.len() < 16 {
         return None;
     }
+    encode(deflate, payload).filter(|packed| packed.len() < payload.len())
+}
+
+/// `payload` compressed for a connection that agreed on `deflate`, however
+/// long it comes out; `None` only if the deflater fails.
+pub fn encode(deflate: Deflate, payload: &[u8]) -> Option<Vec<u8>> {
     DEFLATERS.with_borrow_mut(|deflaters| {
         let bits = deflate.server_window_bits;
         let at = match deflaters.iter().position(|(b, _)| *b == bits) {
@@ -185,7 +197,7 @@ pub fn compress(deflate: Deflate, payload: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         out.truncate(out.len() - TAIL.len());
-        (out.len() < payload.len()).then_some(out)
+        Some(out)
     })
 }
 
@@ -250,9 +262,7 @@ pub fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
 mod tests {
     use super::*;
 
-    const FULL: Deflate = Deflate {
-        server_window_bits: 15,
-    };
+    const FULL: Deflate = Deflate::FULL;
 
     #[test]
     fn what_browsers_offer_is_accepted_with_both_no_context_takeovers() {

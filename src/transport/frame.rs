@@ -9,6 +9,7 @@
 
 use actix_web::web::{Bytes, BytesMut};
 
+use super::deflate::{self, Deflate};
 use super::CloseCode;
 
 /// A frame's opcode (RFC 6455 5.2); the others are reserved.
@@ -68,6 +69,24 @@ pub fn append_frame(dst: &mut BytesMut, fin: bool, rsv1: bool, opcode: OpCode, p
 /// Appends `payload` as one text frame.
 pub fn append_text(dst: &mut BytesMut, payload: &[u8]) {
     append_frame(dst, true, false, OpCode::Text, payload);
+}
+
+/// Appends the message `payload` as one frame, compressed with `deflate`
+/// (RSV1 set) when that makes it smaller.
+pub fn append_message(dst: &mut BytesMut, deflate: Deflate, opcode: OpCode, payload: &[u8]) {
+    match deflate::compress(deflate, payload) {
+        Some(packed) => append_frame(dst, true, true, opcode, &packed),
+        None => append_frame(dst, true, false, opcode, payload),
+    }
+}
+
+/// The message `payload` as one compressed frame (RSV1 set), even when
+/// that is no smaller.
+pub fn compressed(deflate: Deflate, opcode: OpCode, payload: &[u8]) -> Bytes {
+    let packed = deflate::encode(deflate, payload).expect("deflating into memory does not fail");
+    let mut dst = BytesMut::with_capacity(packed.len() + 10);
+    append_frame(&mut dst, true, true, opcode, &packed);
+    dst.freeze()
 }
 
 /// `payload` as one text frame.

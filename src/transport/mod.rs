@@ -49,7 +49,7 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context, StreamHandler};
 use actix_codec::Framed;
 use actix_http::body::BodySize;
-use actix_http::{h1, Response};
+use actix_http::h1;
 use actix_web::web::Bytes;
 use futures_util::SinkExt;
 use tokio::net::TcpStream;
@@ -62,17 +62,17 @@ pub use reader::SocketReader;
 /// An HTTP/1 connection as actix-http hands over an upgrade request.
 pub type Upgrading = Framed<TcpStream, h1::Codec>;
 
-/// Writes `switching` (the 101 from [`handshake::accept`]) on
+/// Writes the 101 of `accepted` (from [`handshake::accept`]) on
 /// `connection`, takes the socket from actix-http, and runs `session` on it
 /// in a task of its own until the connection ends. `outbound` is the queue
 /// the session writes to; client messages are limited to
-/// `max_message_bytes`.
+/// `max_message_bytes` (inflated, when compressed).
 ///
 /// # Errors
 /// Writing the 101 failed: the client is gone.
 pub async fn accept<A>(
     mut connection: Upgrading,
-    switching: Response<()>,
+    accepted: handshake::Accepted,
     max_message_bytes: usize,
     outbound: Rc<Outbound>,
     session: A,
@@ -80,6 +80,7 @@ pub async fn accept<A>(
 where
     A: Actor<Context = Context<A>> + StreamHandler<Incoming>,
 {
+    let handshake::Accepted { switching, deflate } = accepted;
     connection
         .send(h1::Message::Item((switching, BodySize::None)))
         .await?;
@@ -92,7 +93,11 @@ where
     // Frames are written whole, a turn's worth at a time: nothing is gained
     // by holding a small one back.
     socket.set_nodelay(true)?;
-    let reader = SocketReader::new(socket.clone(), early, Decoder::new(max_message_bytes));
+    let reader = SocketReader::new(
+        socket.clone(),
+        early,
+        Decoder::new(max_message_bytes, deflate.is_some()),
+    );
     let mut context = Context::new();
     context.add_stream(reader);
     let session = Box::pin(context.into_future(session));

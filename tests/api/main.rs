@@ -4,6 +4,7 @@ mod bad_input;
 mod bench;
 mod chat;
 mod cli;
+mod compression;
 mod config;
 mod docker;
 mod helpers;

@@ -182,8 +182,21 @@ impl Upgrade {
 #[derive(Debug)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    pub compressed: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The message it carries, inflated when it came compressed.
+    pub fn message(&self) -> Vec<u8> {
+        if !self.compressed {
+            return self.payload.clone();
+        }
+        chatd::transport::deflate::inflate(&self.payload, 16 << 20)
+            .expect("a compressed frame inflates")
+    }
 }
 
 /// A WebSocket connection driven byte by byte.
@@ -275,7 +288,7 @@ impl RawWs {
         loop {
             let frame = self.next_frame().await.expect("the connection is open");
             match frame.opcode {
-                TEXT => return serde_json::from_slice(&frame.payload).expect("events are JSON"),
+                TEXT => return serde_json::from_slice(&frame.message()).expect("events are JSON"),
                 PING => continue,
                 other => panic!("expected an event, got opcode {other}: {frame:?}"),
             }
@@ -349,6 +362,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     let payload = buf.get(start..start + length)?.to_vec();
     let frame = Frame {
         fin: first & 0x80 != 0,
+        compressed: first & 0x40 != 0,
         opcode: first & 0x0f,
         payload,
     };

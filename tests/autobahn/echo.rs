@@ -18,14 +18,33 @@ use actix_service::fn_service;
 use actix_web::dev::Server;
 use futures_util::SinkExt;
 
+use chatd::transport::deflate::Deflate;
+use chatd::transport::frame::OpCode;
 use chatd::transport::{self, frame, handshake, Incoming, Outbound};
 
 /// The largest message echoed.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
-/// One connection: whatever comes in goes back out.
+/// One connection: whatever comes in goes back out, compressed (with that
+/// connection's window) whenever the upgrade agreed on permessage-deflate.
+/// chatd itself sends a message uncompressed when compressing would not
+/// shrink it, which RFC 7692 allows; the echo always compresses, because
+/// kosoku's compression cases (12.*, 13.*) take an uncompressed echo of a
+/// short text for a string they cannot hash and report ERROR.
 struct Echo {
     outbound: Rc<Outbound>,
+    deflate: Option<Deflate>,
+}
+
+impl Echo {
+    fn echo(&self, opcode: OpCode, payload: &[u8]) {
+        let echo = match self.deflate {
+            Some(deflate) => frame::compressed(deflate, opcode, payload),
+            None if opcode == OpCode::Text => frame::text(payload),
+            None => frame::binary(payload),
+        };
+        self.outbound.push(echo);
+    }
 }
 
 impl Actor for Echo {
@@ -35,8 +54,8 @@ impl Actor for Echo {
 impl StreamHandler<Incoming> for Echo {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
         match incoming {
-            Incoming::Text(text) => self.outbound.push(frame::text(text.as_bytes())),
-            Incoming::Binary(bytes) => self.outbound.push(frame::binary(&bytes)),
+            Incoming::Text(text) => self.echo(OpCode::Text, text.as_bytes()),
+            Incoming::Binary(bytes) => self.echo(OpCode::Binary, &bytes),
             Incoming::Ping(payload) => self.outbound.push(frame::pong(&payload)),
             Incoming::Pong => {}
             Incoming::Close(reason) => {
@@ -55,14 +74,15 @@ impl StreamHandler<Incoming> for Echo {
 
 /// Accepts any valid upgrade, at any path; refuses the rest with a 400.
 async fn upgrade((req, mut connection): (Request, transport::Upgrading)) -> Result<(), Infallible> {
-    let outcome = match handshake::accept(req.head()) {
-        Ok(switching) => {
+    let outcome = match handshake::accept(req.head(), true) {
+        Ok(accepted) => {
             drop(req);
             let outbound = Rc::new(Outbound::default());
             let echo = Echo {
                 outbound: outbound.clone(),
+                deflate: accepted.deflate,
             };
-            transport::accept(connection, switching, MAX_MESSAGE_BYTES, outbound, echo).await
+            transport::accept(connection, accepted, MAX_MESSAGE_BYTES, outbound, echo).await
         }
         Err(refusal) => {
             eprintln!("echo: refused an upgrade: {refusal}");

@@ -55,6 +55,7 @@ fn connect(hub: &Addr<ChatHub>, name: &str) -> mpsc::UnboundedReceiver<String> {
         name: DisplayName::parse(name, 32).unwrap(),
         user: None,
         session,
+        deflate: None,
         rooms: vec![(RoomName::general(), None)],
     });
     rx
@@ -70,6 +71,7 @@ async fn a_say_reaches_every_member_with_the_same_bytes() {
         name: DisplayName::parse("ana", 32).unwrap(),
         user: None,
         session: ana_session,
+        deflate: None,
         rooms: vec![(RoomName::general(), None)],
     });
     let mut bo = connect(&hub, "bo");
@@ -146,6 +148,7 @@ async fn the_messages_of_one_turn_reach_a_session_in_one_delivery() {
         name: DisplayName::guest(id),
         user: None,
         session: Counter(tx).start().recipient(),
+        deflate: None,
         rooms: vec![(RoomName::general(), None)],
     });
 
@@ -192,6 +195,7 @@ async fn a_drain_tells_every_member_and_reports_when_the_last_leaves() {
         name: DisplayName::guest(id),
         user: None,
         session,
+        deflate: None,
         rooms: vec![(RoomName::general(), None)],
     });
     let (empty_tx, mut empty_rx) = mpsc::unbounded_channel();
@@ -235,6 +239,7 @@ async fn connect_in(
         name: DisplayName::guest(id),
         user: None,
         session,
+        deflate: None,
         rooms: rooms.iter().map(|r| (room(r), None)).collect(),
     });
     let welcome = next_event(&mut rx).await;
@@ -292,6 +297,7 @@ async fn a_turn_across_rooms_is_one_delivery_per_session() {
         name: DisplayName::guest(id),
         user: None,
         session: Counter(tx).start().recipient(),
+        deflate: None,
         rooms: vec![(room("a"), None), (room("b"), None)],
     });
 
@@ -388,6 +394,7 @@ async fn connect_to_ops(
         name: DisplayName::guest(id),
         user: None,
         session,
+        deflate: None,
         rooms: vec![(room("ops"), None)],
     });
     let opened = told(bridge).await;
@@ -444,6 +451,7 @@ async fn rooms_open_and_close_with_their_first_and_last_member() {
         name: DisplayName::guest(one),
         user: None,
         session,
+        deflate: None,
         rooms: vec![(room("ops"), None)],
     });
     assert!(
@@ -653,6 +661,7 @@ async fn a_joiner_that_catches_up_mid_turn_gets_none_of_its_history_again() {
         name: DisplayName::guest(joiner),
         user: None,
         session,
+        deflate: None,
         rooms: vec![(room("ops"), None)],
     });
     let replay = Replay {
