@@ -13,6 +13,7 @@ pub mod healthcheck;
 pub mod history;
 pub mod http;
 pub mod idempotency;
+pub mod memory;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

@@ -101,6 +101,7 @@ impl Application {
                 None => Idempotency::in_memory(),
             },
         });
+        crate::memory::trim_after_bursts(state.connections.watch());
         let server = Server::build()
             .workers(config.workers)
             .disable_signals()

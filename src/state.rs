@@ -78,6 +78,21 @@ impl ConnectionLimiter {
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
+
+    /// A handle that reads the number of open connections from anywhere.
+    pub fn watch(&self) -> OpenConnections {
+        OpenConnections(self.open.clone())
+    }
+}
+
+/// The number of open connections, read from another thread.
+#[derive(Debug, Clone)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for ConnectionPermit {
