@@ -58,11 +58,15 @@ async fn upgrade((req, mut connection): (Request, transport::Upgrading)) -> Resu
     let outcome = match handshake::accept(req.head()) {
         Ok(switching) => {
             drop(req);
-            let outbound = Rc::new(Outbound::default());
-            let echo = Echo {
-                outbound: outbound.clone(),
-            };
-            transport::accept(connection, switching, MAX_MESSAGE_BYTES, outbound, echo).await
+            transport::switch(connection, switching)
+                .await
+                .map(|socket| {
+                    let outbound = Rc::new(Outbound::default());
+                    let echo = Echo {
+                        outbound: outbound.clone(),
+                    };
+                    transport::start(socket, MAX_MESSAGE_BYTES, outbound, echo);
+                })
         }
         Err(refusal) => {
             eprintln!("echo: refused an upgrade: {refusal}");
