@@ -29,7 +29,7 @@ use actix_web::web::{Bytes, BytesMut};
 
 use crate::actors::chat_hub::{Audience, Deliver};
 use crate::auth::UserId;
-use crate::protocol::{Frame, RoomName, SessionId};
+use crate::protocol::{EventText, RoomName, SessionId};
 use crate::transport::frame;
 
 /// Batches this large in all go out at once rather than at the end of the turn.
@@ -41,7 +41,7 @@ pub type SessionAddr = Rc<Recipient<Deliver>>;
 
 /// Events a joiner missed while its history was read: offset (if stored)
 /// and the event.
-pub type Held = Vec<(Option<u64>, Frame)>;
+pub type Held = Vec<(Option<u64>, EventText)>;
 
 /// A session whose join of a room waits for the room's history.
 struct Joiner {
@@ -257,7 +257,7 @@ impl Fanout {
     /// Queues `frame` for `room`'s members only: an event outside the
     /// conversation (presence, typing from elsewhere), with no offset and no
     /// say in what joiners are owed.
-    pub fn push_aside(&mut self, room: &RoomName, frame: &Frame) -> bool {
+    pub fn push_aside(&mut self, room: &RoomName, frame: &EventText) -> bool {
         let Some(entry) = self.rooms.get_mut(room) else {
             return false;
         };
@@ -291,7 +291,7 @@ impl Fanout {
 
     /// Sends `frame` at once to `room`'s members but `except`, outside the
     /// batches: for events that are not part of the conversation (typing).
-    pub fn send_to_others(&self, room: &RoomName, except: SessionId, frame: &Frame) {
+    pub fn send_to_others(&self, room: &RoomName, except: SessionId, frame: &EventText) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
@@ -305,7 +305,7 @@ impl Fanout {
 
     /// Queues `frame` for `audience`; `true` when the batches are big enough
     /// to go out now, without waiting for the end of the turn.
-    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &Frame) -> bool {
+    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &EventText) -> bool {
         match audience {
             Audience::Everyone if !self.sessions.is_empty() => {
                 frame::append_text(&mut self.everyone, frame.as_bytes());

@@ -54,7 +54,7 @@ use crate::fanout::{Fanout, Held, SessionAddr};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
 use crate::presence::Roster;
 use crate::protocol::{
-    now_ms, DisplayName, Frame, RoomName, Sender, ServerEvent, ServerId, SessionId,
+    now_ms, DisplayName, EventText, RoomName, Sender, ServerEvent, ServerId, SessionId,
 };
 use crate::transport::frame;
 
@@ -169,7 +169,7 @@ pub struct Remote {
     /// Its offset in the room's history, when it was stored.
     pub offset: Option<u64>,
     /// The event as the origin process serialized it.
-    pub frame: Frame,
+    pub frame: EventText,
 }
 
 /// A stored event of this process back from the bridge, for local members.
@@ -181,7 +181,7 @@ pub struct Stored {
     /// Its offset; `None` when Redis was away and it is delivered unstored.
     pub offset: Option<u64>,
     /// The event as the members get it (with its offset, when it has one).
-    pub frame: Frame,
+    pub frame: EventText,
 }
 
 /// The bridge's latest counts of the clients connected to other live processes.
@@ -248,7 +248,7 @@ pub struct HistoryPage {
     /// The room's last offset.
     pub offset: u64,
     /// Oldest first.
-    pub events: Vec<(u64, Frame)>,
+    pub events: Vec<(u64, EventText)>,
 }
 
 /// Begin draining; answers how many clients were told.
@@ -303,7 +303,7 @@ pub struct Publish {
     /// Who it is for, on the other processes.
     pub audience: Audience,
     /// The event as this process serialized it; other processes deliver it as is.
-    pub frame: Frame,
+    pub frame: EventText,
 }
 
 /// An event to store in a room's history (Redis): the bridge gives it its
@@ -314,7 +314,7 @@ pub struct StoreEvent {
     /// The room.
     pub room: RoomName,
     /// The event, with offset 0 where Redis puts its offset.
-    pub event: Frame,
+    pub event: EventText,
 }
 
 /// A join needs a room's history (Redis); answered with [`HistoryRead`].
@@ -527,7 +527,7 @@ impl ChatHub {
         &mut self,
         audience: &Audience,
         offset: Option<u64>,
-        frame: &Frame,
+        frame: &EventText,
         ctx: &mut Context<Self>,
     ) {
         let full = self.fanout.push(audience, offset, frame);
@@ -536,7 +536,7 @@ impl ChatHub {
 
     /// Queues `frame` for `room`'s members beside the conversation (see
     /// [`Fanout::push_aside`]).
-    fn broadcast_aside(&mut self, room: &RoomName, frame: &Frame, ctx: &mut Context<Self>) {
+    fn broadcast_aside(&mut self, room: &RoomName, frame: &EventText, ctx: &mut Context<Self>) {
         let full = self.fanout.push_aside(room, frame);
         self.flush_then_or_later(full, ctx);
     }
@@ -552,7 +552,7 @@ impl ChatHub {
         }
     }
 
-    fn publish(&self, audience: Audience, frame: Frame) {
+    fn publish(&self, audience: Audience, frame: EventText) {
         if let Some(bridge) = &self.bridge {
             bridge.publish.do_send(Publish { audience, frame });
         }
@@ -563,7 +563,7 @@ impl ChatHub {
     fn store(
         &mut self,
         room: RoomName,
-        encode: impl FnOnce(Option<u64>) -> Frame,
+        encode: impl FnOnce(Option<u64>) -> EventText,
         ctx: &mut Context<Self>,
     ) {
         match &mut self.store {
@@ -715,7 +715,7 @@ impl ChatHub {
             }),
             ts: now_ms(),
         }
-        .to_wire();
+        .to_frame();
         session.do_send(Deliver::Frames(welcome));
         self.fanout
             .add_session(id, session.clone(), member.user.clone());
@@ -784,7 +784,7 @@ impl ChatHub {
             room: msg.room.as_str(),
             ts: now_ms(),
         };
-        member.session.do_send(Deliver::Frames(left.to_wire()));
+        member.session.do_send(Deliver::Frames(left.to_frame()));
         self.exit(msg.id, &msg.room);
     }
 
@@ -877,7 +877,7 @@ impl ChatHub {
             retry_after_ms: fastrand::u64(RETRY_AFTER_MS),
             ts: now_ms(),
         }
-        .to_wire();
+        .to_frame();
         session.do_send(Deliver::Frames(frame));
     }
 
@@ -915,7 +915,7 @@ impl ChatHub {
 
 /// Stored events as raw JSON for a `history` list; one that is not JSON
 /// (which only a foreign writer to Redis could leave) is skipped.
-fn raw_events(events: &[(u64, Frame)]) -> Vec<&RawValue> {
+fn raw_events(events: &[(u64, EventText)]) -> Vec<&RawValue> {
     events
         .iter()
         .filter_map(|(_, frame)| serde_json::from_str(frame).ok())
