@@ -254,10 +254,10 @@ impl Fanout {
             .flat_map(|r| r.members.keys().copied())
     }
 
-    /// Queues `frame` for `room`'s members only: an event outside the
+    /// Queues `event` for `room`'s members only: an event outside the
     /// conversation (presence, typing from elsewhere), with no offset and no
     /// say in what joiners are owed.
-    pub fn push_aside(&mut self, room: &RoomName, frame: &EventText) -> bool {
+    pub fn push_aside(&mut self, room: &RoomName, event: &EventText) -> bool {
         let Some(entry) = self.rooms.get_mut(room) else {
             return false;
         };
@@ -267,8 +267,8 @@ impl Fanout {
         if entry.batch.is_empty() {
             self.touched.push(room.clone());
         }
-        frame::append_text(&mut entry.batch, frame.as_bytes());
-        self.batched += frame.len();
+        frame::append_text(&mut entry.batch, event.as_bytes());
+        self.batched += event.len();
         self.batched >= MAX_BATCH_BYTES
     }
 
@@ -289,13 +289,13 @@ impl Fanout {
             .map(|(user, sessions)| (user, sessions.len()))
     }
 
-    /// Sends `frame` at once to `room`'s members but `except`, outside the
+    /// Sends `event` at once to `room`'s members but `except`, outside the
     /// batches: for events that are not part of the conversation (typing).
-    pub fn send_to_others(&self, room: &RoomName, except: SessionId, frame: &EventText) {
+    pub fn send_to_others(&self, room: &RoomName, except: SessionId, event: &EventText) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        let bytes = frame::text(frame.as_bytes());
+        let bytes = frame::text(event.as_bytes());
         for (id, member) in &room.members {
             if *id != except {
                 member.do_send(Deliver::Frames(bytes.clone()));
@@ -303,17 +303,17 @@ impl Fanout {
         }
     }
 
-    /// Queues `frame` for `audience`; `true` when the batches are big enough
+    /// Queues `event` for `audience`; `true` when the batches are big enough
     /// to go out now, without waiting for the end of the turn.
-    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &EventText) -> bool {
+    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, event: &EventText) -> bool {
         match audience {
             Audience::Everyone if !self.sessions.is_empty() => {
-                frame::append_text(&mut self.everyone, frame.as_bytes());
+                frame::append_text(&mut self.everyone, event.as_bytes());
             }
             Audience::Everyone => return false,
             Audience::User(user) => {
                 // Notices to a person are rare: sent at once, not batched.
-                let bytes = frame::text(frame.as_bytes());
+                let bytes = frame::text(event.as_bytes());
                 for id in self.users.get(user).into_iter().flatten() {
                     if let Some(session) = self.sessions.get(id) {
                         session.do_send(Deliver::Frames(bytes.clone()));
@@ -333,7 +333,7 @@ impl Fanout {
                     match (joiner.floor, offset) {
                         (None, _) => {
                             if let Some(held) = joiner.held.as_mut() {
-                                held.push((offset, frame.clone()));
+                                held.push((offset, event.clone()));
                             }
                         }
                         // Already in the history it was given.
@@ -355,10 +355,10 @@ impl Fanout {
                 if room.batch.is_empty() {
                     self.touched.push(name.clone());
                 }
-                frame::append_text(&mut room.batch, frame.as_bytes());
+                frame::append_text(&mut room.batch, event.as_bytes());
             }
         }
-        self.batched += frame.len();
+        self.batched += event.len();
         self.batched >= MAX_BATCH_BYTES
     }
 

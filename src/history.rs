@@ -71,7 +71,7 @@ pub enum SinceError {
 }
 
 impl Since {
-    /// Reads the `since` of a `join` frame.
+    /// Reads the `since` of a `join` message.
     ///
     /// # Errors
     /// [`SinceError`] says which part is malformed.
@@ -266,9 +266,9 @@ impl MemoryHistory {
         let size = self.settings.size;
         let history = self.entry(room);
         history.top += 1;
-        let frame = encode(history.top);
-        let cost = frame.len() + EVENT_OVERHEAD;
-        history.events.push_back((history.top, frame.clone()));
+        let event = encode(history.top);
+        let cost = event.len() + EVENT_OVERHEAD;
+        history.events.push_back((history.top, event.clone()));
         history.bytes += cost;
         history.last_event = Instant::now();
         let mut freed = 0;
@@ -282,7 +282,7 @@ impl MemoryHistory {
         history.bytes -= freed;
         self.bytes = self.bytes + cost - freed;
         self.evict_over_cap(Some(room));
-        frame
+        event
     }
 
     /// Drops the histories whose last event is older than `HISTORY_TTL`.

@@ -520,24 +520,24 @@ impl ChatHub {
         format!("{}-m{}", self.server, self.next_message)
     }
 
-    /// Queues `frame` for the local members of `audience`. The batches go out
+    /// Queues `event` for the local members of `audience`. The batches go out
     /// when the hub's mailbox is empty ([`Flush`] runs after the messages
     /// already waiting), so a burst costs each session one delivery.
     fn broadcast(
         &mut self,
         audience: &Audience,
         offset: Option<u64>,
-        frame: &EventText,
+        event: &EventText,
         ctx: &mut Context<Self>,
     ) {
-        let full = self.fanout.push(audience, offset, frame);
+        let full = self.fanout.push(audience, offset, event);
         self.flush_then_or_later(full, ctx);
     }
 
-    /// Queues `frame` for `room`'s members beside the conversation (see
+    /// Queues `event` for `room`'s members beside the conversation (see
     /// [`Fanout::push_aside`]).
-    fn broadcast_aside(&mut self, room: &RoomName, frame: &EventText, ctx: &mut Context<Self>) {
-        let full = self.fanout.push_aside(room, frame);
+    fn broadcast_aside(&mut self, room: &RoomName, event: &EventText, ctx: &mut Context<Self>) {
+        let full = self.fanout.push_aside(room, event);
         self.flush_then_or_later(full, ctx);
     }
 
@@ -552,9 +552,12 @@ impl ChatHub {
         }
     }
 
-    fn publish(&self, audience: Audience, frame: EventText) {
+    fn publish(&self, audience: Audience, event: EventText) {
         if let Some(bridge) = &self.bridge {
-            bridge.publish.do_send(Publish { audience, frame });
+            bridge.publish.do_send(Publish {
+                audience,
+                frame: event,
+            });
         }
     }
 
@@ -569,11 +572,11 @@ impl ChatHub {
         match &mut self.store {
             Store::Memory(history) => {
                 let mut offset = 0;
-                let frame = history.append(&room, |n| {
+                let event = history.append(&room, |n| {
                     offset = n;
                     encode(Some(n))
                 });
-                self.broadcast(&Audience::Room(room), Some(offset), &frame, ctx);
+                self.broadcast(&Audience::Room(room), Some(offset), &event, ctx);
             }
             Store::Redis => {
                 // Offset 0 holds the place Redis fills in.
@@ -669,8 +672,8 @@ impl ChatHub {
     /// its join waited (those newer than its history).
     fn deliver_held(session: &Recipient<Deliver>, held: Held) {
         let mut frames = BytesMut::new();
-        for (_, frame) in held {
-            frame::append_text(&mut frames, frame.as_bytes());
+        for (_, event) in held {
+            frame::append_text(&mut frames, event.as_bytes());
         }
         if !frames.is_empty() {
             session.do_send(Deliver::Frames(frames.freeze()));
@@ -854,7 +857,7 @@ impl ChatHub {
             if joins.is_empty() && leaves.is_empty() {
                 continue;
             }
-            let frame = ServerEvent::Presence {
+            let event = ServerEvent::Presence {
                 room: room.as_str(),
                 joins: joins.iter().map(|(id, name)| Sender { id, name }).collect(),
                 leaves: leaves
@@ -864,7 +867,7 @@ impl ChatHub {
                 ts: now_ms(),
             }
             .encode();
-            self.broadcast_aside(&room, &frame, ctx);
+            self.broadcast_aside(&room, &event, ctx);
             self.told_presence.insert(room, now);
         }
     }
@@ -918,7 +921,7 @@ impl ChatHub {
 fn raw_events(events: &[(u64, EventText)]) -> Vec<&RawValue> {
     events
         .iter()
-        .filter_map(|(_, frame)| serde_json::from_str(frame).ok())
+        .filter_map(|(_, event)| serde_json::from_str(event).ok())
         .collect()
 }
 
@@ -1120,7 +1123,7 @@ impl Handler<Typing> for ChatHub {
             self.typing
                 .retain(|_, last| now.duration_since(*last) < TYPING_EVERY);
         }
-        let frame = ServerEvent::Typing {
+        let event = ServerEvent::Typing {
             room: key.1.as_str(),
             from: Sender {
                 id: &key.0,
@@ -1129,8 +1132,8 @@ impl Handler<Typing> for ChatHub {
             ts: now_ms(),
         }
         .encode();
-        self.fanout.send_to_others(&key.1, msg.id, &frame);
-        self.publish(Audience::Room(key.1.clone()), frame);
+        self.fanout.send_to_others(&key.1, msg.id, &event);
+        self.publish(Audience::Room(key.1.clone()), event);
         self.typing.insert(key, now);
     }
 }
@@ -1158,7 +1161,7 @@ impl Handler<Notify> for ChatHub {
             return reached;
         }
         // Everyone, or one user: not stored, delivered here at once.
-        let frame = ServerEvent::Notification {
+        let event = ServerEvent::Notification {
             id: &id,
             room: None,
             offset: None,
@@ -1173,11 +1176,11 @@ impl Handler<Notify> for ChatHub {
             ),
             _ => (self.fanout.session_count(), self.peers.clients),
         };
-        self.broadcast(&msg.audience, None, &frame, ctx);
+        self.broadcast(&msg.audience, None, &event, ctx);
         if local_only {
             return local;
         }
-        self.publish(msg.audience, frame);
+        self.publish(msg.audience, event);
         local + peers
     }
 }
