@@ -34,7 +34,7 @@ use actix_web::web::{Bytes, BytesMut};
 
 use crate::actors::chat_hub::{Audience, Deliver};
 use crate::auth::UserId;
-use crate::protocol::{Frame, RoomName, SessionId};
+use crate::protocol::{EventText, RoomName, SessionId};
 use crate::transport::deflate::Deflate;
 use crate::transport::frame::{self, OpCode};
 
@@ -132,7 +132,7 @@ impl Frames {
 
 /// Events a joiner missed while its history was read: offset (if stored)
 /// and the event.
-pub type Held = Vec<(Option<u64>, Frame)>;
+pub type Held = Vec<(Option<u64>, EventText)>;
 
 /// A session whose join of a room waits for the room's history.
 struct Joiner {
@@ -380,10 +380,10 @@ impl Fanout {
             .flat_map(|r| r.members.keys().copied())
     }
 
-    /// Queues `frame` for `room`'s members only: an event outside the
+    /// Queues `event` for `room`'s members only: an event outside the
     /// conversation (presence, typing from elsewhere), with no offset and no
     /// say in what joiners are owed.
-    pub fn push_aside(&mut self, room: &RoomName, frame: &Frame) -> bool {
+    pub fn push_aside(&mut self, room: &RoomName, event: &EventText) -> bool {
         let Some(entry) = self.rooms.get_mut(room) else {
             return false;
         };
@@ -393,8 +393,8 @@ impl Fanout {
         if entry.batch.is_empty() {
             self.touched.push(room.clone());
         }
-        entry.batch.push(frame.as_bytes(), entry.deflating > 0);
-        self.batched += frame.len();
+        entry.batch.push(event.as_bytes(), entry.deflating > 0);
+        self.batched += event.len();
         self.batched >= MAX_BATCH_BYTES
     }
 
@@ -415,13 +415,13 @@ impl Fanout {
             .map(|(user, sessions)| (user, sessions.len()))
     }
 
-    /// Sends `frame` at once to `room`'s members but `except`, outside the
+    /// Sends `event` at once to `room`'s members but `except`, outside the
     /// batches: for events that are not part of the conversation (typing).
-    pub fn send_to_others(&self, room: &RoomName, except: SessionId, frame: &Frame) {
+    pub fn send_to_others(&self, room: &RoomName, except: SessionId, event: &EventText) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
-        let bytes = frame::text(frame.as_bytes());
+        let bytes = frame::text(event.as_bytes());
         for (id, member) in &room.members {
             if *id != except {
                 member.do_send(Deliver::Frames(bytes.clone()));
@@ -429,17 +429,17 @@ impl Fanout {
         }
     }
 
-    /// Queues `frame` for `audience`; `true` when the batches are big enough
+    /// Queues `event` for `audience`; `true` when the batches are big enough
     /// to go out now, without waiting for the end of the turn.
-    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, frame: &Frame) -> bool {
+    pub fn push(&mut self, audience: &Audience, offset: Option<u64>, event: &EventText) -> bool {
         match audience {
             Audience::Everyone if !self.sessions.is_empty() => {
-                self.everyone.push(frame.as_bytes(), self.deflating > 0);
+                self.everyone.push(event.as_bytes(), self.deflating > 0);
             }
             Audience::Everyone => return false,
             Audience::User(user) => {
                 // Notices to a person are rare: sent at once, not batched.
-                let bytes = frame::text(frame.as_bytes());
+                let bytes = frame::text(event.as_bytes());
                 for id in self.users.get(user).into_iter().flatten() {
                     if let Some(session) = self.sessions.get(id) {
                         session.do_send(Deliver::Frames(bytes.clone()));
@@ -466,7 +466,7 @@ impl Fanout {
                     if joiner.catches_up(offset) {
                         caught_up.push(*id);
                     } else if let (None, Some(held)) = (joiner.floor, joiner.held.as_mut()) {
-                        held.push((offset, frame.clone()));
+                        held.push((offset, event.clone()));
                     }
                     // Otherwise it is already in the history it was given.
                 }
@@ -484,10 +484,10 @@ impl Fanout {
                 if room.batch.is_empty() {
                     self.touched.push(name.clone());
                 }
-                room.batch.push(frame.as_bytes(), room.deflating > 0);
+                room.batch.push(event.as_bytes(), room.deflating > 0);
             }
         }
-        self.batched += frame.len();
+        self.batched += event.len();
         self.batched >= MAX_BATCH_BYTES
     }
 

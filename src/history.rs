@@ -12,14 +12,14 @@
 //! This file holds the rules and the in-memory store used without Redis
 //! ([`MemoryHistory`]); with Redis the same rules run against a stream per
 //! room (`redis::history`). The store keeps each event as the encoded
-//! [`Frame`] that went to the live members: one copy, shared by reference
+//! [`EventText`] that went to the live members: one copy, shared by reference
 //! count with every replay.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::HistorySettings;
-use crate::protocol::{Frame, RoomName};
+use crate::protocol::{EventText, RoomName};
 
 /// The name of one room's numbering: short, letters and digits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub enum SinceError {
 }
 
 impl Since {
-    /// Reads the `since` of a `join` frame.
+    /// Reads the `since` of a `join` message.
     ///
     /// # Errors
     /// [`SinceError`] says which part is malformed.
@@ -137,7 +137,7 @@ pub struct Replay {
     /// `Some` when the client asked to resume: whether it was.
     pub recovered: Option<bool>,
     /// Oldest first.
-    pub events: Vec<(u64, Frame)>,
+    pub events: Vec<(u64, EventText)>,
 }
 
 /// Which part of a room's history `GET /rooms/{R}/history` asks for.
@@ -156,7 +156,7 @@ pub enum Page {
 pub struct RoomHistory {
     epoch: Epoch,
     top: u64,
-    events: VecDeque<(u64, Frame)>,
+    events: VecDeque<(u64, EventText)>,
     bytes: usize,
     last_event: Instant,
 }
@@ -210,7 +210,7 @@ impl RoomHistory {
     }
 
     /// Up to `limit` events of `page`, oldest first.
-    pub fn page(&self, page: Page, limit: usize) -> Vec<(u64, Frame)> {
+    pub fn page(&self, page: Page, limit: usize) -> Vec<(u64, EventText)> {
         let held = self.events.iter().cloned();
         match page {
             Page::After(offset) => held.filter(|(o, _)| *o > offset).take(limit).collect(),
@@ -262,13 +262,13 @@ impl MemoryHistory {
 
     /// Stores the next event of `room`: `encode` is given its offset and
     /// returns the encoded event, which is kept and returned.
-    pub fn append(&mut self, room: &RoomName, encode: impl FnOnce(u64) -> Frame) -> Frame {
+    pub fn append(&mut self, room: &RoomName, encode: impl FnOnce(u64) -> EventText) -> EventText {
         let size = self.settings.size;
         let history = self.entry(room);
         history.top += 1;
-        let frame = encode(history.top);
-        let cost = frame.len() + EVENT_OVERHEAD;
-        history.events.push_back((history.top, frame.clone()));
+        let event = encode(history.top);
+        let cost = event.len() + EVENT_OVERHEAD;
+        history.events.push_back((history.top, event.clone()));
         history.bytes += cost;
         history.last_event = Instant::now();
         let mut freed = 0;
@@ -282,7 +282,7 @@ impl MemoryHistory {
         history.bytes -= freed;
         self.bytes = self.bytes + cost - freed;
         self.evict_over_cap(Some(room));
-        frame
+        event
     }
 
     /// Drops the histories whose last event is older than `HISTORY_TTL`.
@@ -354,14 +354,14 @@ mod tests {
         RoomName::parse(name).unwrap()
     }
 
-    fn offsets(events: &[(u64, Frame)]) -> Vec<u64> {
+    fn offsets(events: &[(u64, EventText)]) -> Vec<u64> {
         events.iter().map(|(o, _)| *o).collect()
     }
 
     fn filled(size: usize, events: u64) -> MemoryHistory {
         let mut history = MemoryHistory::new(settings(size));
         for _ in 0..events {
-            history.append(&room("r"), |n| Frame::from(format!("e{n}")));
+            history.append(&room("r"), |n| EventText::from(format!("e{n}")));
         }
         history
     }
@@ -455,7 +455,7 @@ mod tests {
             ..settings(100)
         });
         for name in ["a", "b", "c"] {
-            history.append(&room(name), |_| Frame::from("x".repeat(100)));
+            history.append(&room(name), |_| EventText::from("x".repeat(100)));
         }
         assert!(history.bytes() <= 4 * ROOM_OVERHEAD, "{}", history.bytes());
         assert_eq!(history.rooms.len(), 2, "a went first");

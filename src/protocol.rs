@@ -1,11 +1,13 @@
-//! The wire format: JSON text frames, client → server and server → client.
+//! The JSON protocol: the messages a client sends and the events the server
+//! sends, each the text of one WebSocket text message.
 //!
 //! Clients send chat as `{"type":"message","room":"ops","message":"Hello!"}`
 //! (`"type":"notification"` means the same, and without `room` it goes to
 //! [`RoomName::general`], as v1 clients expect), and `join` / `leave` a room.
 //! The server sends the events of [`ServerEvent`], each with `type` and `ts`
-//! (Unix milliseconds). An event is serialized once into a [`Frame`], and that
-//! frame is cloned (a reference count) for every receiver.
+//! (Unix milliseconds). An event is serialized once into an [`EventText`],
+//! and that text is cloned (a reference count) for every receiver; a
+//! "frame" is always a WebSocket frame (`transport::frame`).
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,7 +20,7 @@ use serde_json::value::RawValue;
 use crate::history::{Since, SinceError};
 
 /// A serialized event, shared by every session it is delivered to.
-pub type Frame = ByteString;
+pub type EventText = ByteString;
 
 /// Identifies one chatd process across every process sharing a Redis:
 /// its pid and a random suffix, since containers all run as pid 1.
@@ -196,9 +198,9 @@ impl fmt::Display for RoomName {
     }
 }
 
-/// A client frame that passed [`parse_frame`].
+/// A client message that passed [`parse_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientFrame {
+pub enum ClientMessage {
     /// A chat message for a room; `None` is the default room.
     Chat {
         room: Option<RoomName>,
@@ -218,9 +220,10 @@ pub enum ClientFrame {
     Typing { room: RoomName },
 }
 
-/// Why a client frame was refused; the text goes back in an `error` event.
+/// Why a client message was refused; the text goes back in an `error` event
+/// (its wording, and the `bad_frame` code, are part of the protocol).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
+pub enum MessageError {
     #[error("frame is not valid JSON")]
     NotJson,
     #[error("frame must be a JSON object with a \"type\" field")]
@@ -253,78 +256,78 @@ pub enum FrameError {
     NotAllowed(String),
 }
 
-impl FrameError {
+impl MessageError {
     /// The `code` of the `error` event: what a program branches on, while
     /// `message` is for people.
     pub fn code(&self) -> &'static str {
         match self {
-            FrameError::NotJson
-            | FrameError::NotAnObject
-            | FrameError::MissingType
-            | FrameError::UnknownType(_)
-            | FrameError::MessageNotText => "bad_frame",
-            FrameError::EmptyMessage => "empty",
-            FrameError::MessageTooLong { .. } => "too_long",
-            FrameError::Binary => "binary",
-            FrameError::RateLimited => "rate_limited",
-            FrameError::BadRoom(_) | FrameError::MissingRoom(_) => "bad_room",
-            FrameError::NotAMember(_) => "not_a_member",
-            FrameError::TooManyRooms(_) => "too_many_rooms",
-            FrameError::BadSince(_) => "bad_since",
-            FrameError::NotAllowed(_) => "not_allowed",
+            MessageError::NotJson
+            | MessageError::NotAnObject
+            | MessageError::MissingType
+            | MessageError::UnknownType(_)
+            | MessageError::MessageNotText => "bad_frame",
+            MessageError::EmptyMessage => "empty",
+            MessageError::MessageTooLong { .. } => "too_long",
+            MessageError::Binary => "binary",
+            MessageError::RateLimited => "rate_limited",
+            MessageError::BadRoom(_) | MessageError::MissingRoom(_) => "bad_room",
+            MessageError::NotAMember(_) => "not_a_member",
+            MessageError::TooManyRooms(_) => "too_many_rooms",
+            MessageError::BadSince(_) => "bad_since",
+            MessageError::NotAllowed(_) => "not_allowed",
         }
     }
 }
 
-/// Parses one client text frame.
+/// Parses one client text message.
 ///
 /// # Errors
-/// [`FrameError`] says what was wrong, in words meant for the client.
-pub fn parse_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, FrameError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| FrameError::NotJson)?;
+/// [`MessageError`] says what was wrong, in words meant for the client.
+pub fn parse_message(text: &str, max_message_bytes: usize) -> Result<ClientMessage, MessageError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| MessageError::NotJson)?;
     let serde_json::Value::Object(mut fields) = value else {
-        return Err(FrameError::NotAnObject);
+        return Err(MessageError::NotAnObject);
     };
     let kind = match fields.get("type") {
-        None | Some(serde_json::Value::Null) => return Err(FrameError::MissingType),
+        None | Some(serde_json::Value::Null) => return Err(MessageError::MissingType),
         Some(serde_json::Value::String(kind)) => kind.as_str(),
-        Some(other) => return Err(FrameError::UnknownType(other.to_string())),
+        Some(other) => return Err(MessageError::UnknownType(other.to_string())),
     };
     match kind {
         "notification" | "message" => {
             let room = room_field(&fields)?;
             let text = chat_text(fields.remove("message"), max_message_bytes)?;
-            Ok(ClientFrame::Chat { room, text })
+            Ok(ClientMessage::Chat { room, text })
         }
-        "join" => Ok(ClientFrame::Join {
-            room: room_field(&fields)?.ok_or(FrameError::MissingRoom("join"))?,
+        "join" => Ok(ClientMessage::Join {
+            room: room_field(&fields)?.ok_or(MessageError::MissingRoom("join"))?,
             since: match fields.get("since") {
                 None | Some(serde_json::Value::Null) => None,
                 Some(since) => Some(Since::from_json(since)?),
             },
         }),
-        "leave" => Ok(ClientFrame::Leave {
-            room: room_field(&fields)?.ok_or(FrameError::MissingRoom("leave"))?,
+        "leave" => Ok(ClientMessage::Leave {
+            room: room_field(&fields)?.ok_or(MessageError::MissingRoom("leave"))?,
         }),
-        "typing" => Ok(ClientFrame::Typing {
-            room: room_field(&fields)?.ok_or(FrameError::MissingRoom("typing"))?,
+        "typing" => Ok(ClientMessage::Typing {
+            room: room_field(&fields)?.ok_or(MessageError::MissingRoom("typing"))?,
         }),
         "refresh" => match fields.remove("token") {
             Some(serde_json::Value::String(token)) if !token.trim().is_empty() => {
-                Ok(ClientFrame::Refresh { token })
+                Ok(ClientMessage::Refresh { token })
             }
-            _ => Err(FrameError::NotAllowed(
+            _ => Err(MessageError::NotAllowed(
                 "\"refresh\" needs a \"token\" string".into(),
             )),
         },
-        other => Err(FrameError::UnknownType(other.to_string())),
+        other => Err(MessageError::UnknownType(other.to_string())),
     }
 }
 
 /// The optional `room` field: absent or null is `None`.
 fn room_field(
     fields: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Option<RoomName>, FrameError> {
+) -> Result<Option<RoomName>, MessageError> {
     match fields.get("room") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(room)) => Ok(Some(RoomName::parse(room)?)),
@@ -335,19 +338,22 @@ fn room_field(
 /// Checks a chat text: a non-blank string of at most `max_bytes` bytes.
 ///
 /// # Errors
-/// [`FrameError::EmptyMessage`], [`FrameError::MessageNotText`] or
-/// [`FrameError::MessageTooLong`].
-pub fn chat_text(value: Option<serde_json::Value>, max_bytes: usize) -> Result<String, FrameError> {
+/// [`MessageError::EmptyMessage`], [`MessageError::MessageNotText`] or
+/// [`MessageError::MessageTooLong`].
+pub fn chat_text(
+    value: Option<serde_json::Value>,
+    max_bytes: usize,
+) -> Result<String, MessageError> {
     let text = match value {
         Some(serde_json::Value::String(text)) => text,
-        None | Some(serde_json::Value::Null) => return Err(FrameError::EmptyMessage),
-        Some(_) => return Err(FrameError::MessageNotText),
+        None | Some(serde_json::Value::Null) => return Err(MessageError::EmptyMessage),
+        Some(_) => return Err(MessageError::MessageNotText),
     };
     if text.trim().is_empty() {
-        return Err(FrameError::EmptyMessage);
+        return Err(MessageError::EmptyMessage);
     }
     if text.len() > max_bytes {
-        return Err(FrameError::MessageTooLong {
+        return Err(MessageError::MessageTooLong {
             size: text.len(),
             limit: max_bytes,
         });
@@ -450,8 +456,8 @@ pub enum ServerEvent<'a> {
 }
 
 impl ServerEvent<'_> {
-    /// The event as JSON, the payload of one text frame.
-    pub fn encode(&self) -> Frame {
+    /// The event as JSON, the text of one WebSocket text message.
+    pub fn encode(&self) -> EventText {
         serde_json::to_string(self)
             .expect("server events hold only strings and numbers")
             .into()
@@ -459,7 +465,7 @@ impl ServerEvent<'_> {
 
     /// The event as an encoded WebSocket text frame, for an event meant for
     /// one client (broadcasts are batched by the hub instead).
-    pub fn to_wire(&self) -> Bytes {
+    pub fn to_frame(&self) -> Bytes {
         crate::transport::frame::text(self.encode().as_bytes())
     }
 }
@@ -478,10 +484,10 @@ mod tests {
     #[test]
     fn both_type_names_parse_as_chat() {
         for kind in ["notification", "message"] {
-            let frame = format!(r#"{{"type":"{kind}","message":"hi"}}"#);
+            let message = format!(r#"{{"type":"{kind}","message":"hi"}}"#);
             assert_eq!(
-                parse_frame(&frame, 100),
-                Ok(ClientFrame::Chat {
+                parse_message(&message, 100),
+                Ok(ClientMessage::Chat {
                     room: None,
                     text: "hi".into()
                 })
@@ -490,84 +496,84 @@ mod tests {
     }
 
     #[test]
-    fn bad_frames_are_refused_with_a_reason() {
+    fn bad_messages_are_refused_with_a_reason() {
         let cases = [
-            ("not json", "hello", FrameError::NotJson),
-            ("array", "[1,2]", FrameError::NotAnObject),
-            ("number", "42", FrameError::NotAnObject),
-            ("null", "null", FrameError::NotAnObject),
-            ("no type", r#"{"message":"x"}"#, FrameError::MissingType),
+            ("not json", "hello", MessageError::NotJson),
+            ("array", "[1,2]", MessageError::NotAnObject),
+            ("number", "42", MessageError::NotAnObject),
+            ("null", "null", MessageError::NotAnObject),
+            ("no type", r#"{"message":"x"}"#, MessageError::MissingType),
             (
                 "unknown type",
                 r#"{"type":"dance","message":"x"}"#,
-                FrameError::UnknownType("dance".into()),
+                MessageError::UnknownType("dance".into()),
             ),
             (
                 "number message",
                 r#"{"type":"message","message":5}"#,
-                FrameError::MessageNotText,
+                MessageError::MessageNotText,
             ),
             (
                 "no message",
                 r#"{"type":"message"}"#,
-                FrameError::EmptyMessage,
+                MessageError::EmptyMessage,
             ),
             (
                 "blank",
                 r#"{"type":"message","message":" \n\t"}"#,
-                FrameError::EmptyMessage,
+                MessageError::EmptyMessage,
             ),
             (
                 "too long",
                 r#"{"type":"message","message":"abcdefghijk"}"#,
-                FrameError::MessageTooLong {
+                MessageError::MessageTooLong {
                     size: 11,
                     limit: 10,
                 },
             ),
         ];
-        for (what, frame, expected) in cases {
-            assert_eq!(parse_frame(frame, 10), Err(expected), "{what}");
+        for (what, message, expected) in cases {
+            assert_eq!(parse_message(message, 10), Err(expected), "{what}");
         }
     }
 
     #[test]
-    fn room_frames_parse_with_their_room() {
+    fn room_messages_parse_with_their_room() {
         let ops = RoomName::parse("ops").unwrap();
         let cases = [
             (
                 r#"{"type":"join","room":"ops"}"#,
-                ClientFrame::Join {
+                ClientMessage::Join {
                     room: ops.clone(),
                     since: None,
                 },
             ),
             (
                 r#"{"type":"leave","room":"ops"}"#,
-                ClientFrame::Leave { room: ops.clone() },
+                ClientMessage::Leave { room: ops.clone() },
             ),
             (
                 r#"{"type":"message","room":"ops","message":"hi"}"#,
-                ClientFrame::Chat {
+                ClientMessage::Chat {
                     room: Some(ops.clone()),
                     text: "hi".into(),
                 },
             ),
             (
                 r#"{"type":"message","room":null,"message":"hi"}"#,
-                ClientFrame::Chat {
+                ClientMessage::Chat {
                     room: None,
                     text: "hi".into(),
                 },
             ),
         ];
-        for (frame, expected) in cases {
-            assert_eq!(parse_frame(frame, 100), Ok(expected), "{frame}");
+        for (message, expected) in cases {
+            assert_eq!(parse_message(message, 100), Ok(expected), "{message}");
         }
     }
 
     #[test]
-    fn bad_room_frames_are_refused_with_their_code() {
+    fn bad_room_messages_are_refused_with_their_code() {
         let cases = [
             ("join without room", r#"{"type":"join"}"#, "bad_room"),
             ("leave without room", r#"{"type":"leave"}"#, "bad_room"),
@@ -598,8 +604,8 @@ mod tests {
                 "too_long",
             ),
         ];
-        for (what, frame, code) in cases {
-            let error = parse_frame(frame, 10).expect_err(what);
+        for (what, message, code) in cases {
+            let error = parse_message(message, 10).expect_err(what);
             assert_eq!(error.code(), code, "{what}: {error}");
         }
     }

@@ -54,7 +54,7 @@ use crate::fanout::{Fanout, Held, Receiver, SessionAddr};
 use crate::history::{Epoch, MemoryHistory, Page, Replay, Since};
 use crate::presence::Roster;
 use crate::protocol::{
-    now_ms, DisplayName, Frame, RoomName, Sender, ServerEvent, ServerId, SessionId,
+    now_ms, DisplayName, EventText, RoomName, Sender, ServerEvent, ServerId, SessionId,
 };
 use crate::transport::frame;
 
@@ -172,7 +172,7 @@ pub struct Remote {
     /// Its offset in the room's history, when it was stored.
     pub offset: Option<u64>,
     /// The event as the origin process serialized it.
-    pub frame: Frame,
+    pub frame: EventText,
 }
 
 /// A stored event of this process back from the bridge, for local members.
@@ -184,7 +184,7 @@ pub struct Stored {
     /// Its offset; `None` when Redis was away and it is delivered unstored.
     pub offset: Option<u64>,
     /// The event as the members get it (with its offset, when it has one).
-    pub frame: Frame,
+    pub frame: EventText,
 }
 
 /// The bridge's latest counts of the clients connected to other live processes.
@@ -251,7 +251,7 @@ pub struct HistoryPage {
     /// The room's last offset.
     pub offset: u64,
     /// Oldest first.
-    pub events: Vec<(u64, Frame)>,
+    pub events: Vec<(u64, EventText)>,
 }
 
 /// Begin draining; answers how many clients were told.
@@ -306,7 +306,7 @@ pub struct Publish {
     /// Who it is for, on the other processes.
     pub audience: Audience,
     /// The event as this process serialized it; other processes deliver it as is.
-    pub frame: Frame,
+    pub frame: EventText,
 }
 
 /// An event to store in a room's history (Redis): the bridge gives it its
@@ -317,7 +317,7 @@ pub struct StoreEvent {
     /// The room.
     pub room: RoomName,
     /// The event, with offset 0 where Redis puts its offset.
-    pub event: Frame,
+    pub event: EventText,
 }
 
 /// A join needs a room's history (Redis); answered with [`HistoryRead`].
@@ -523,24 +523,24 @@ impl ChatHub {
         format!("{}-m{}", self.server, self.next_message)
     }
 
-    /// Queues `frame` for the local members of `audience`. The batches go out
+    /// Queues `event` for the local members of `audience`. The batches go out
     /// when the hub's mailbox is empty ([`Flush`] runs after the messages
     /// already waiting), so a burst costs each session one delivery.
     fn broadcast(
         &mut self,
         audience: &Audience,
         offset: Option<u64>,
-        frame: &Frame,
+        event: &EventText,
         ctx: &mut Context<Self>,
     ) {
-        let full = self.fanout.push(audience, offset, frame);
+        let full = self.fanout.push(audience, offset, event);
         self.flush_then_or_later(full, ctx);
     }
 
-    /// Queues `frame` for `room`'s members beside the conversation (see
+    /// Queues `event` for `room`'s members beside the conversation (see
     /// [`Fanout::push_aside`]).
-    fn broadcast_aside(&mut self, room: &RoomName, frame: &Frame, ctx: &mut Context<Self>) {
-        let full = self.fanout.push_aside(room, frame);
+    fn broadcast_aside(&mut self, room: &RoomName, event: &EventText, ctx: &mut Context<Self>) {
+        let full = self.fanout.push_aside(room, event);
         self.flush_then_or_later(full, ctx);
     }
 
@@ -555,9 +555,12 @@ impl ChatHub {
         }
     }
 
-    fn publish(&self, audience: Audience, frame: Frame) {
+    fn publish(&self, audience: Audience, event: EventText) {
         if let Some(bridge) = &self.bridge {
-            bridge.publish.do_send(Publish { audience, frame });
+            bridge.publish.do_send(Publish {
+                audience,
+                frame: event,
+            });
         }
     }
 
@@ -566,17 +569,17 @@ impl ChatHub {
     fn store(
         &mut self,
         room: RoomName,
-        encode: impl FnOnce(Option<u64>) -> Frame,
+        encode: impl FnOnce(Option<u64>) -> EventText,
         ctx: &mut Context<Self>,
     ) {
         match &mut self.store {
             Store::Memory(history) => {
                 let mut offset = 0;
-                let frame = history.append(&room, |n| {
+                let event = history.append(&room, |n| {
                     offset = n;
                     encode(Some(n))
                 });
-                self.broadcast(&Audience::Room(room), Some(offset), &frame, ctx);
+                self.broadcast(&Audience::Room(room), Some(offset), &event, ctx);
             }
             Store::Redis => {
                 // Offset 0 holds the place Redis fills in.
@@ -672,8 +675,8 @@ impl ChatHub {
     /// its join waited (those newer than its history).
     fn deliver_held(session: &Recipient<Deliver>, held: Held) {
         let mut frames = BytesMut::new();
-        for (_, frame) in held {
-            frame::append_text(&mut frames, frame.as_bytes());
+        for (_, event) in held {
+            frame::append_text(&mut frames, event.as_bytes());
         }
         if !frames.is_empty() {
             session.do_send(Deliver::Frames(frames.freeze()));
@@ -718,7 +721,7 @@ impl ChatHub {
             }),
             ts: now_ms(),
         }
-        .to_wire();
+        .to_frame();
         session.do_send(Deliver::Frames(welcome));
         self.fanout
             .add_session(id, session.clone(), member.user.clone());
@@ -787,7 +790,7 @@ impl ChatHub {
             room: msg.room.as_str(),
             ts: now_ms(),
         };
-        member.session.do_send(Deliver::Frames(left.to_wire()));
+        member.session.do_send(Deliver::Frames(left.to_frame()));
         self.exit(msg.id, &msg.room);
     }
 
@@ -857,7 +860,7 @@ impl ChatHub {
             if joins.is_empty() && leaves.is_empty() {
                 continue;
             }
-            let frame = ServerEvent::Presence {
+            let event = ServerEvent::Presence {
                 room: room.as_str(),
                 joins: joins.iter().map(|(id, name)| Sender { id, name }).collect(),
                 leaves: leaves
@@ -867,7 +870,7 @@ impl ChatHub {
                 ts: now_ms(),
             }
             .encode();
-            self.broadcast_aside(&room, &frame, ctx);
+            self.broadcast_aside(&room, &event, ctx);
             self.told_presence.insert(room, now);
         }
     }
@@ -880,7 +883,7 @@ impl ChatHub {
             retry_after_ms: fastrand::u64(RETRY_AFTER_MS),
             ts: now_ms(),
         }
-        .to_wire();
+        .to_frame();
         session.do_send(Deliver::Frames(frame));
     }
 
@@ -918,10 +921,10 @@ impl ChatHub {
 
 /// Stored events as raw JSON for a `history` list; one that is not JSON
 /// (which only a foreign writer to Redis could leave) is skipped.
-fn raw_events(events: &[(u64, Frame)]) -> Vec<&RawValue> {
+fn raw_events(events: &[(u64, EventText)]) -> Vec<&RawValue> {
     events
         .iter()
-        .filter_map(|(_, frame)| serde_json::from_str(frame).ok())
+        .filter_map(|(_, event)| serde_json::from_str(event).ok())
         .collect()
 }
 
@@ -1124,7 +1127,7 @@ impl Handler<Typing> for ChatHub {
             self.typing
                 .retain(|_, last| now.duration_since(*last) < TYPING_EVERY);
         }
-        let frame = ServerEvent::Typing {
+        let event = ServerEvent::Typing {
             room: key.1.as_str(),
             from: Sender {
                 id: &key.0,
@@ -1133,8 +1136,8 @@ impl Handler<Typing> for ChatHub {
             ts: now_ms(),
         }
         .encode();
-        self.fanout.send_to_others(&key.1, msg.id, &frame);
-        self.publish(Audience::Room(key.1.clone()), frame);
+        self.fanout.send_to_others(&key.1, msg.id, &event);
+        self.publish(Audience::Room(key.1.clone()), event);
         self.typing.insert(key, now);
     }
 }
@@ -1162,7 +1165,7 @@ impl Handler<Notify> for ChatHub {
             return reached;
         }
         // Everyone, or one user: not stored, delivered here at once.
-        let frame = ServerEvent::Notification {
+        let event = ServerEvent::Notification {
             id: &id,
             room: None,
             offset: None,
@@ -1177,11 +1180,11 @@ impl Handler<Notify> for ChatHub {
             ),
             _ => (self.fanout.session_count(), self.peers.clients),
         };
-        self.broadcast(&msg.audience, None, &frame, ctx);
+        self.broadcast(&msg.audience, None, &event, ctx);
         if local_only {
             return local;
         }
-        self.publish(msg.audience, frame);
+        self.publish(msg.audience, event);
         local + peers
     }
 }

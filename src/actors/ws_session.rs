@@ -31,7 +31,8 @@ use crate::config::Config;
 use crate::history::Since;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    now_ms, parse_frame, ClientFrame, DisplayName, FrameError, RoomName, ServerEvent, SessionId,
+    now_ms, parse_message, ClientMessage, DisplayName, MessageError, RoomName, ServerEvent,
+    SessionId,
 };
 use crate::rate_limit::TokenBucket;
 use crate::state::ConnectionPermit;
@@ -172,7 +173,7 @@ impl WsSession {
     }
 
     /// Sends the client an `error` event; the connection stays open.
-    fn refuse(&mut self, error: &FrameError) {
+    fn refuse(&mut self, error: &MessageError) {
         self.count(|m| m.messages_refused.with_label_values(&[error.code()]).inc());
         let message = error.to_string();
         let event = ServerEvent::Error {
@@ -180,7 +181,7 @@ impl WsSession {
             message: &message,
             ts: now_ms(),
         }
-        .to_wire();
+        .to_frame();
         self.send_own(event);
     }
 
@@ -225,7 +226,7 @@ impl WsSession {
             return true;
         }
         if self.patience.try_take(now) {
-            self.refuse(&FrameError::RateLimited);
+            self.refuse(&MessageError::RateLimited);
         } else {
             log::info!("closing a flooding client={}", self.id);
             self.count(|m| m.cuts.with_label_values(&["rate_limit"]).inc());
@@ -259,24 +260,24 @@ impl WsSession {
         if !self.admit(ctx) {
             return;
         }
-        let frame = parse_frame(text, self.config.limits.max_message_bytes);
-        match frame.and_then(|frame| self.on_client_frame(frame, ctx)) {
+        let message = parse_message(text, self.config.limits.max_message_bytes);
+        match message.and_then(|message| self.on_client_message(message, ctx)) {
             Ok(()) => self.count(|m| m.messages_accepted.inc()),
             Err(error) => self.refuse(&error),
         }
     }
 
-    /// Acts on a well-formed client frame, or says why it cannot.
-    fn on_client_frame(
+    /// Acts on a well-formed client message, or says why it cannot.
+    fn on_client_message(
         &mut self,
-        frame: ClientFrame,
+        message: ClientMessage,
         ctx: &mut Context<Self>,
-    ) -> Result<(), FrameError> {
-        match frame {
-            ClientFrame::Chat { room, text } => {
+    ) -> Result<(), MessageError> {
+        match message {
+            ClientMessage::Chat { room, text } => {
                 let room = room.unwrap_or_else(RoomName::general);
                 if !self.rooms.contains(&room) {
-                    return Err(FrameError::NotAMember(room));
+                    return Err(MessageError::NotAMember(room));
                 }
                 self.hub.do_send(Say {
                     from: self.id,
@@ -284,10 +285,10 @@ impl WsSession {
                     text,
                 });
             }
-            ClientFrame::Join { room, since } => {
+            ClientMessage::Join { room, since } => {
                 if let Some(token) = self.identity.as_deref() {
                     if !token.identity.rooms.allows(&room) {
-                        return Err(FrameError::NotAllowed(format!(
+                        return Err(MessageError::NotAllowed(format!(
                             "your token does not allow room \"{room}\""
                         )));
                     }
@@ -295,7 +296,7 @@ impl WsSession {
                 if !self.rooms.contains(&room) {
                     let max = self.config.limits.max_rooms_per_connection;
                     if self.rooms.len() >= max {
-                        return Err(FrameError::TooManyRooms(max));
+                        return Err(MessageError::TooManyRooms(max));
                     }
                     self.rooms.push(room.clone());
                 }
@@ -306,37 +307,37 @@ impl WsSession {
                     since,
                 });
             }
-            ClientFrame::Leave { room } => {
+            ClientMessage::Leave { room } => {
                 let at = self.rooms.iter().position(|r| *r == room);
-                let at = at.ok_or_else(|| FrameError::NotAMember(room.clone()))?;
+                let at = at.ok_or_else(|| MessageError::NotAMember(room.clone()))?;
                 self.rooms.swap_remove(at);
                 self.hub.do_send(Leave { id: self.id, room });
             }
-            ClientFrame::Typing { room } => {
+            ClientMessage::Typing { room } => {
                 if !self.rooms.contains(&room) {
-                    return Err(FrameError::NotAMember(room));
+                    return Err(MessageError::NotAMember(room));
                 }
                 self.hub.do_send(Typing { id: self.id, room });
             }
-            ClientFrame::Refresh { token } => return self.refresh(&token, ctx),
+            ClientMessage::Refresh { token } => return self.refresh(&token, ctx),
         }
         Ok(())
     }
 
     /// Takes a fresh token for the same user: its expiry and rooms replace
     /// the old ones (the display name stays).
-    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), FrameError> {
+    fn refresh(&mut self, token: &str, ctx: &mut Context<Self>) -> Result<(), MessageError> {
         let Some(current) = self.identity.as_deref_mut() else {
-            return Err(FrameError::NotAllowed(
+            return Err(MessageError::NotAllowed(
                 "this server does not use tokens".into(),
             ));
         };
         let fresh = current
             .verifier
             .verify(token, self.config.limits.max_name_chars)
-            .map_err(|err| FrameError::NotAllowed(format!("refresh refused: {err}")))?;
+            .map_err(|err| MessageError::NotAllowed(format!("refresh refused: {err}")))?;
         if fresh.user != current.identity.user {
-            return Err(FrameError::NotAllowed(
+            return Err(MessageError::NotAllowed(
                 "refresh refused: the token is for another user".into(),
             ));
         }
@@ -363,7 +364,7 @@ impl WsSession {
                 seconds_left,
                 ts: now_ms(),
             };
-            act.send_own(event.to_wire());
+            act.send_own(event.to_frame());
         });
         let close = ctx.run_later(Duration::from_secs(left), |act, ctx| {
             log::debug!("closing client={}: token expired", act.id);
@@ -377,7 +378,7 @@ impl WsSession {
     /// Binary messages are refused, and count against the rate like text.
     fn on_binary(&mut self, ctx: &mut Context<Self>) {
         if self.admit(ctx) {
-            self.refuse(&FrameError::Binary);
+            self.refuse(&MessageError::Binary);
         }
     }
 

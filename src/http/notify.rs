@@ -27,7 +27,7 @@ use crate::actors::chat_hub::{Audience, Notify, Scope};
 use crate::auth::UserId;
 use crate::http::{ApiError, AppState};
 use crate::idempotency::{Answer, IdempotencyKey, OnceError};
-use crate::protocol::{self, FrameError, RoomName};
+use crate::protocol::{self, MessageError, RoomName};
 
 /// The largest body `/notify` reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -59,8 +59,8 @@ pub async fn notify(
     let params = params_from(&req, &body)?;
     let message = protocol::chat_text(params.message, state.config.limits.max_message_bytes)
         .map_err(|err| match err {
-            FrameError::MessageTooLong { .. } => ApiError::TooLarge(err.to_string()),
-            FrameError::EmptyMessage => ApiError::BadRequest(
+            MessageError::MessageTooLong { .. } => ApiError::TooLarge(err.to_string()),
+            MessageError::EmptyMessage => ApiError::BadRequest(
                 "message is missing or empty: use ?message=… or a JSON body {\"message\":…}".into(),
             ),
             other => ApiError::BadRequest(other.to_string()),

@@ -3,8 +3,8 @@
 //!
 //! actix-http hands every request that asks for `Upgrade: websocket` here
 //! with its socket. A refused upgrade gets its JSON answer and the connection
-//! is closed; an accepted one gets its session, and the transport sends the
-//! 101 and runs the session on the socket (see `transport::accept`), without
+//! is closed; an accepted one gets its 101 from the transport, which takes
+//! the socket (see `transport::switch`), and the session runs on it without
 //! the dispatcher's buffers.
 
 use std::convert::Infallible;
@@ -21,7 +21,7 @@ use futures_util::SinkExt;
 use super::ws::{self, Admission};
 use super::{ApiError, AppState};
 use crate::actors::ws_session::WsSession;
-use crate::transport::{self, Outbound};
+use crate::transport::{self, Decoder, Outbound};
 
 type Connection = transport::Upgrading;
 
@@ -86,8 +86,7 @@ async fn refuse(refusal: &ApiError, mut connection: Connection) -> io::Result<()
     connection.send(h1::Message::Chunk(None)).await
 }
 
-/// Builds the session and hands the connection to the transport, which
-/// sends the 101 and runs the session on the bare socket.
+/// Sends the 101, then builds the session and runs it on the bare socket.
 async fn accept(
     state: &AppState,
     admission: Admission,
@@ -101,6 +100,7 @@ async fn accept(
         permit,
     } = admission;
     let deflate = accepted.deflate;
+    let socket = transport::switch(connection, accepted.switching).await?;
     let outbound = Rc::new(Outbound::counted(&state.metrics));
     let session = WsSession::new(
         name,
@@ -118,6 +118,7 @@ async fn accept(
     )
     .with_metrics(state.metrics.clone())
     .with_deflate(deflate);
-    let max_message_bytes = state.config.limits.max_frame_bytes;
-    transport::accept(connection, accepted, max_message_bytes, outbound, session).await
+    let decoder = Decoder::new(state.config.limits.max_frame_bytes, deflate.is_some());
+    transport::start(socket, decoder, outbound, session);
+    Ok(())
 }

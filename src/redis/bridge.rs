@@ -73,7 +73,7 @@ use crate::actors::chat_hub::{
 };
 use crate::actors::ticker::Stop;
 use crate::config::{HistorySettings, RedisSettings};
-use crate::protocol::{Frame, RoomName, ServerId};
+use crate::protocol::{EventText, RoomName, ServerId};
 
 /// Most PUBLISH commands sent in one pipeline (one round trip).
 pub const BATCH: usize = 256;
@@ -201,7 +201,7 @@ pub struct RedisBridge {
     waiting_reads: Vec<ReadHistory>,
     /// This process's stored events that Redis numbered, by sequence, until
     /// they come back on their room's channel for local members.
-    awaiting: HashMap<u64, (RoomName, u64, Frame)>,
+    awaiting: HashMap<u64, (RoomName, u64, EventText)>,
     /// Whether Redis was ever reached: before that, history reads wait for it.
     ever_connected: bool,
     outbox: Outbox,
@@ -484,7 +484,7 @@ impl RedisBridge {
         self.hub.do_send(PeerCount::default());
         // Local members get now, unstored, what waited to be stored; it is
         // stored (for the others and for later recoveries) when Redis is back.
-        let mut stored: Vec<(u64, (RoomName, u64, Frame))> = self.awaiting.drain().collect();
+        let mut stored: Vec<(u64, (RoomName, u64, EventText))> = self.awaiting.drain().collect();
         stored.sort_unstable_by_key(|(seq, _)| *seq);
         for (_, (room, offset, event)) in stored {
             self.hub.do_send(Stored {
@@ -542,7 +542,7 @@ impl RedisBridge {
         self.hub.do_send(Remote {
             audience,
             offset: envelope.offset,
-            frame: Frame::from(envelope.frame),
+            frame: EventText::from(envelope.frame),
         });
     }
 

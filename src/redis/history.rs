@@ -26,7 +26,7 @@ use super::relay::Queued;
 use super::Channels;
 use crate::config::HistorySettings;
 use crate::history::{Epoch, Page, Replay, Since};
-use crate::protocol::{Frame, RoomName, ServerId};
+use crate::protocol::{EventText, RoomName, ServerId};
 
 /// Appends events to a room and publishes each.
 /// KEYS: stream, meta. ARGV: channel, size, ttl, epoch if new, origin, then
@@ -122,27 +122,27 @@ pub const OFFSET_PLACEHOLDER: &str = "\"offset\":0,";
 
 /// The event `APPEND` stores for offset `offset`: the same bytes the script
 /// builds, so local members get exactly what other processes get.
-pub fn with_offset(event: &str, offset: u64) -> Frame {
+pub fn with_offset(event: &str, offset: u64) -> EventText {
     match event.find(OFFSET_PLACEHOLDER) {
-        Some(at) => Frame::from(format!(
+        Some(at) => EventText::from(format!(
             "{}\"offset\":{offset},{}",
             &event[..at],
             &event[at + OFFSET_PLACEHOLDER.len()..]
         )),
-        None => Frame::from(format!("{{\"offset\":{offset},{}", &event[1..])),
+        None => EventText::from(format!("{{\"offset\":{offset},{}", &event[1..])),
     }
 }
 
 /// The event as local members get it while it cannot be stored: without
 /// the placeholder, so without an offset.
-pub fn unnumbered(event: &str) -> Frame {
+pub fn unnumbered(event: &str) -> EventText {
     match event.find(OFFSET_PLACEHOLDER) {
-        Some(at) => Frame::from(format!(
+        Some(at) => EventText::from(format!(
             "{}{}",
             &event[..at],
             &event[at + OFFSET_PLACEHOLDER.len()..]
         )),
-        None => Frame::from(event),
+        None => EventText::from(event),
     }
 }
 
@@ -209,7 +209,7 @@ pub fn parse_read(value: Value, asked_since: bool) -> redis::RedisResult<Replay>
     while let (Ok(offset), Ok(event)) = (next(), next()) {
         events.push((
             u64::from_redis_value(offset)?,
-            Frame::from(String::from_redis_value(event)?),
+            EventText::from(String::from_redis_value(event)?),
         ));
     }
     Ok(Replay {
@@ -242,7 +242,7 @@ impl Default for Scripts {
 #[derive(Debug)]
 pub struct AppendCall {
     pub room: RoomName,
-    pub events: Vec<(u64, Frame)>,
+    pub events: Vec<(u64, EventText)>,
 }
 
 impl Scripts {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Frame, RoomName, ServerId};
+use crate::protocol::{EventText, RoomName, ServerId};
 
 /// The first reconnect delay; it doubles per failed attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -45,7 +45,7 @@ pub enum Queued {
         seq: u64,
         room: RoomName,
         /// The event, with offset 0 where Redis puts its offset.
-        event: Frame,
+        event: EventText,
         /// Local members got it already, unstored (Redis was away): once
         /// stored it goes only to the other processes.
         delivered: bool,
@@ -81,7 +81,12 @@ impl Outbox {
 
     /// Queues `frame` for `channel` in an envelope from `origin`; answers
     /// the oldest event if it had to be dropped to make room.
-    pub fn publish(&mut self, origin: &ServerId, channel: String, frame: &Frame) -> Option<Queued> {
+    pub fn publish(
+        &mut self,
+        origin: &ServerId,
+        channel: String,
+        frame: &EventText,
+    ) -> Option<Queued> {
         let seq = self.next_seq();
         let envelope = Envelope {
             origin: origin.as_str(),
@@ -99,7 +104,7 @@ impl Outbox {
 
     /// Queues `event` for `room`'s history; answers the oldest event if it
     /// had to be dropped to make room.
-    pub fn store(&mut self, room: RoomName, event: Frame, delivered: bool) -> Option<Queued> {
+    pub fn store(&mut self, room: RoomName, event: EventText, delivered: bool) -> Option<Queued> {
         let seq = self.next_seq();
         self.push(Queued::Store {
             seq,
@@ -147,7 +152,7 @@ impl Outbox {
 
     /// Every stored event not yet delivered locally, marked delivered now:
     /// Redis is away, so local members get them unstored.
-    pub fn deliver_all(&mut self) -> Vec<(RoomName, Frame)> {
+    pub fn deliver_all(&mut self) -> Vec<(RoomName, EventText)> {
         let mut undelivered = Vec::new();
         for item in &mut self.items {
             if let Queued::Store {
@@ -249,7 +254,7 @@ mod tests {
         let dropped: Vec<bool> = (1..=5)
             .map(|n| {
                 outbox
-                    .publish(&me, "c".into(), &Frame::from(format!("e{n}")))
+                    .publish(&me, "c".into(), &EventText::from(format!("e{n}")))
                     .is_some()
             })
             .collect();
@@ -275,11 +280,11 @@ mod tests {
     fn confirming_a_batch_keeps_what_came_after_it() {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(2);
-        outbox.publish(&me, "x".into(), &Frame::from("a"));
-        outbox.publish(&me, "y".into(), &Frame::from("b"));
+        outbox.publish(&me, "x".into(), &EventText::from("a"));
+        outbox.publish(&me, "y".into(), &EventText::from("b"));
         let (last, _) = outbox.batch(2).unwrap();
         // While the batch is in flight, "c" pushes "a" out.
-        outbox.publish(&me, "z".into(), &Frame::from("c"));
+        outbox.publish(&me, "z".into(), &EventText::from("c"));
 
         outbox.confirm(last);
 
@@ -299,7 +304,7 @@ mod tests {
     fn an_envelope_carries_the_frame_byte_for_byte() {
         let me = ServerId::generate();
         let mut outbox = Outbox::new(1);
-        let frame = Frame::from(r#"{"type":"echo","message":"“quotes” \\ and\nlines"}"#);
+        let frame = EventText::from(r#"{"type":"echo","message":"“quotes” \\ and\nlines"}"#);
         outbox.publish(&me, "c".into(), &frame);
 
         let (_, batch) = outbox.batch(1).unwrap();
@@ -317,9 +322,9 @@ mod tests {
     fn stored_events_are_delivered_locally_once() {
         let mut outbox = Outbox::new(10);
         let room = RoomName::general();
-        outbox.store(room.clone(), Frame::from("a"), false);
-        outbox.store(room.clone(), Frame::from("b"), true);
-        outbox.store(room.clone(), Frame::from("c"), false);
+        outbox.store(room.clone(), EventText::from("a"), false);
+        outbox.store(room.clone(), EventText::from("b"), true);
+        outbox.store(room.clone(), EventText::from("c"), false);
 
         assert!(outbox.deliver(1), "a was not yet");
         assert!(!outbox.deliver(1), "a is now");

@@ -86,9 +86,6 @@ const TOO_BIG: Violation = Violation {
 /// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
 const MAX_HEADER: usize = 14;
 
-/// The most a message buffer reserves ahead of the bytes that fill it.
-const MAX_RESERVE: u64 = 64 * 1024;
-
 /// A complete frame header.
 #[derive(Debug, Clone, Copy)]
 struct Head {
@@ -205,7 +202,7 @@ impl Decoder {
         }
     }
 
-    /// Checks the declared length and makes room for the payload.
+    /// Checks the declared length and starts the message or control payload.
     fn start_frame(&mut self, head: &Head) -> Result<(), Violation> {
         if head.length >> 63 != 0 {
             return Err(protocol("frame length has its most significant bit set"));
@@ -218,13 +215,14 @@ impl Decoder {
         if so_far + head.length > self.max_message_bytes {
             return Err(TOO_BIG);
         }
-        let message = self.message.get_or_insert_with(|| Message {
+        // Nothing is reserved for the declared length: a 14-byte header must
+        // not cost the server 64 KiB. The buffer grows as the bytes come.
+        self.message.get_or_insert_with(|| Message {
             text: head.opcode == OpCode::Text,
             compressed: head.rsv1,
             bytes: BytesMut::new(),
             checked: 0,
         });
-        message.bytes.reserve(head.length.min(MAX_RESERVE) as usize);
         Ok(())
     }
 
@@ -728,6 +726,16 @@ mod tests {
         let latin1 = deflate::compress(FULL, &b"caf\xe9 ".repeat(10)).unwrap();
         let out = decode_compressed(&frame(0xC1, &latin1), 1 << 20);
         assert_eq!(out, vec![Incoming::Violation(INVALID_UTF8)]);
+    }
+
+    #[test]
+    fn a_declared_length_costs_nothing_until_its_bytes_come() {
+        let mut decoder = Decoder::new(1 << 20, false);
+        let whole = frame(TEXT, &[b'a'; 60_000]);
+        let mut header_and_a_byte = Bytes::copy_from_slice(&whole[..9]);
+        assert_eq!(decoder.decode(&mut header_and_a_byte), Ok(None));
+        let held = decoder.message.as_ref().map(|m| m.bytes.capacity());
+        assert!(held.is_some_and(|capacity| capacity < 1024), "{held:?}");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! the opening handshake to the last byte.
 //!
 //! - [`handshake`]: which upgrade requests are accepted, and the 101.
-//! - [`accept`] takes the socket out of actix-http once the 101 is written,
-//!   so no HTTP dispatcher, with its two 8 KiB buffers, stays behind for the
-//!   life of the connection, and starts the connection's one task, [`serve`].
+//! - [`switch`] writes the 101 and takes the socket out of actix-http, so no
+//!   HTTP dispatcher, with its two 8 KiB buffers, stays behind for the life
+//!   of the connection; [`start`] runs the session on it in the
+//!   connection's one task, [`serve`].
 //! - [`SocketReader`] reads only when bytes arrive and decodes them with a
 //!   [`Decoder`]: frame limits, masking, reassembly of fragments, UTF-8 and
 //!   the close-code rules of RFC 6455 all live there. The session receives
@@ -49,7 +50,7 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context, StreamHandler};
 use actix_codec::Framed;
 use actix_http::body::BodySize;
-use actix_http::h1;
+use actix_http::{h1, Response};
 use actix_web::web::Bytes;
 use futures_util::SinkExt;
 use tokio::net::TcpStream;
@@ -62,25 +63,19 @@ pub use reader::SocketReader;
 /// An HTTP/1 connection as actix-http hands over an upgrade request.
 pub type Upgrading = Framed<TcpStream, h1::Codec>;
 
-/// Writes the 101 of `accepted` (from [`handshake::accept`]) on
-/// `connection`, takes the socket from actix-http, and runs `session` on it
-/// in a task of its own until the connection ends. `outbound` is the queue
-/// the session writes to; client messages are limited to
-/// `max_message_bytes` (inflated, when compressed).
+/// Writes `switching` (the 101 of [`handshake::accept`]) on
+/// `connection` and takes the socket from actix-http: the socket, and the
+/// bytes the client sent right behind its request.
+///
+/// The session is made after this, with [`start`]: nothing of it is held
+/// while the 101 is written.
 ///
 /// # Errors
 /// Writing the 101 failed: the client is gone.
-pub async fn accept<A>(
+pub async fn switch(
     mut connection: Upgrading,
-    accepted: handshake::Accepted,
-    max_message_bytes: usize,
-    outbound: Rc<Outbound>,
-    session: A,
-) -> io::Result<()>
-where
-    A: Actor<Context = Context<A>> + StreamHandler<Incoming>,
-{
-    let handshake::Accepted { switching, deflate } = accepted;
+    switching: Response<()>,
+) -> io::Result<(Rc<TcpStream>, Bytes)> {
     connection
         .send(h1::Message::Item((switching, BodySize::None)))
         .await?;
@@ -93,17 +88,27 @@ where
     // Frames are written whole, a turn's worth at a time: nothing is gained
     // by holding a small one back.
     socket.set_nodelay(true)?;
-    let reader = SocketReader::new(
-        socket.clone(),
-        early,
-        Decoder::new(max_message_bytes, deflate.is_some()),
-    );
+    Ok((socket, early))
+}
+
+/// Runs `session` on a switched `socket` (starting with its `early` bytes)
+/// in a task of its own until the connection ends, reading through
+/// `decoder` (made with the limit and the extension the upgrade agreed on).
+/// `outbound` is the queue the session writes to.
+pub fn start<A>(
+    (socket, early): (Rc<TcpStream>, Bytes),
+    decoder: Decoder,
+    outbound: Rc<Outbound>,
+    session: A,
+) where
+    A: Actor<Context = Context<A>> + StreamHandler<Incoming>,
+{
+    let reader = SocketReader::new(socket.clone(), early, decoder);
     let mut context = Context::new();
     context.add_stream(reader);
     let session = Box::pin(context.into_future(session));
     // Its own task: the dispatcher's, with the upgrade's state, ends here.
     actix_web::rt::spawn(serve(socket, session, outbound));
-    Ok(())
 }
 
 /// How long a stopped session's client gets to take what is left and close

@@ -20,7 +20,7 @@ use futures_util::SinkExt;
 
 use chatd::transport::deflate::Deflate;
 use chatd::transport::frame::OpCode;
-use chatd::transport::{self, frame, handshake, Incoming, Outbound};
+use chatd::transport::{self, frame, handshake, Decoder, Incoming, Outbound};
 
 /// The largest message echoed.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -77,12 +77,18 @@ async fn upgrade((req, mut connection): (Request, transport::Upgrading)) -> Resu
     let outcome = match handshake::accept(req.head(), true) {
         Ok(accepted) => {
             drop(req);
-            let outbound = Rc::new(Outbound::default());
-            let echo = Echo {
-                outbound: outbound.clone(),
-                deflate: accepted.deflate,
-            };
-            transport::accept(connection, accepted, MAX_MESSAGE_BYTES, outbound, echo).await
+            let deflate = accepted.deflate;
+            transport::switch(connection, accepted.switching)
+                .await
+                .map(|socket| {
+                    let outbound = Rc::new(Outbound::default());
+                    let echo = Echo {
+                        outbound: outbound.clone(),
+                        deflate,
+                    };
+                    let decoder = Decoder::new(MAX_MESSAGE_BYTES, deflate.is_some());
+                    transport::start(socket, decoder, outbound, echo);
+                })
         }
         Err(refusal) => {
             eprintln!("echo: refused an upgrade: {refusal}");

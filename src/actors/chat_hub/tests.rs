@@ -432,10 +432,10 @@ async fn answer_read(
     }
 }
 
-fn stored(offset: u64) -> (u64, Frame) {
+fn stored(offset: u64) -> (u64, EventText) {
     (
         offset,
-        Frame::from(format!(
+        EventText::from(format!(
             r#"{{"offset":{offset},"type":"echo","room":"ops"}}"#
         )),
     )
