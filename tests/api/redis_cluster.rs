@@ -242,18 +242,8 @@ async fn a_killed_master_s_rooms_resume_after_failover_and_other_shards_never_st
     cluster.wait_for_failover(hit_master);
     // The hit room: a message said after the failover reaches the other
     // process, once chatd follows the new master.
-    let resumed = loop {
-        let text = format!("{hit} after {}", killed.elapsed().as_millis());
-        ana.say_in(hit, &text).await;
-        let got = events_for(&mut bo, Duration::from_millis(200)).await;
-        let arrived = got.iter().any(|e| {
-            e["room"] == hit && e["message"].as_str().is_some_and(|m| m.contains("after"))
-        });
-        if arrived {
-            break killed.elapsed();
-        }
-        assert!(killed.elapsed() < CLUSTER_WAIT, "{hit} never resumed");
-    };
+    resumes(&mut ana, &mut bo, hit, "after").await;
+    let resumed = killed.elapsed();
     for room in &names[1..] {
         relayed(&mut ana, &mut bo, room, &format!("{room} still")).await;
     }
@@ -292,24 +282,31 @@ async fn a_room_follows_its_slot_to_the_new_master_after_a_graceful_failover() {
     for app in [&one, &two] {
         wait_for_room_channels(app, 1).await;
     }
-    let resumed = Instant::now();
+    resumes(&mut ana, &mut bo, room, "after").await;
+    resumes(&mut bo, &mut ana, room, "and back").await;
+}
+
+/// Says `<label> <ms>` in `room` through `client` until `other` gets one of
+/// them, and answers how long that took: what is published between a slot's
+/// move and the new subscription does not reach a process live.
+async fn resumes(client: &mut WsClient, other: &mut WsClient, room: &str, label: &str) -> Duration {
+    let started = Instant::now();
     loop {
-        let text = format!("after {}", resumed.elapsed().as_millis());
-        ana.say_in(room, &text).await;
-        let got = events_for(&mut bo, Duration::from_millis(200)).await;
-        if got.iter().any(|e| {
-            e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("after"))
-        }) {
-            break;
+        client
+            .say_in(room, &format!("{label} {}", started.elapsed().as_millis()))
+            .await;
+        let got = events_for(other, Duration::from_millis(200)).await;
+        let arrived = got.iter().any(|e| {
+            e["room"] == room && e["message"].as_str().is_some_and(|m| m.starts_with(label))
+        });
+        if arrived {
+            return started.elapsed();
         }
         assert!(
-            resumed.elapsed() < CLUSTER_WAIT,
-            "{room} never followed its new master"
+            started.elapsed() < CLUSTER_WAIT,
+            "{room} never resumed ({label})"
         );
     }
-    relayed(&mut bo, &mut ana, room, "and back").await;
 }
 
 #[actix_web::test]
