@@ -708,7 +708,10 @@ impl RedisBridge {
                         if generation == act.generation {
                             act.sending.remove(&channel);
                             if let Some(room) = room.filter(|r| act.down_rooms.remove(r)) {
-                                log::info!("redis cluster shard back room={room}");
+                                log::debug!("redis cluster shard back room={room}");
+                                if act.down_rooms.is_empty() {
+                                    log::info!("redis cluster: every room's shard answers again");
+                                }
                             }
                         }
                         act.flush(ctx);
@@ -738,11 +741,15 @@ impl RedisBridge {
                     frame: streams::unnumbered(&event),
                 });
             }
-            if self.down_rooms.insert(room.clone()) {
+            // One line when rooms start going local, not one per room: a
+            // shard holds many.
+            if self.down_rooms.insert(room.clone()) && self.down_rooms.len() == 1 {
                 log::warn!(
                     "redis cluster shard unreachable room={room} error={err:?}; \
-                     the room stays local until its shard answers"
+                     rooms on it stay local until it answers"
                 );
+            } else {
+                log::debug!("redis cluster shard unreachable room={room} error={err:?}");
             }
         } else {
             log::debug!("redis cluster publish failed channel={channel} error={err:?}");
