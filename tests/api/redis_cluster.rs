@@ -5,17 +5,25 @@
 
 use std::time::{Duration, Instant};
 
-use chatd::config::{RedisSettings, RedisTarget};
+use chatd::config::{AuthSetting, RedisSettings, RedisTarget};
 use serde_json::Value;
 
 use crate::cluster_helpers::{RedisCluster, CLUSTER_WAIT};
 use crate::helpers::{messages, offsets, spawn_app_with, TestApp, WsClient, WAIT};
+use crate::identity::{token_for, SECRET};
 use crate::redis::{
     copies_of, events_for, wait_for_message, wait_for_peer_clients, wait_for_redis,
 };
 
 /// An app on `cluster`, with the rate limit out of the way.
 async fn spawn_cluster_app(cluster: &RedisCluster) -> TestApp {
+    spawn_cluster_app_with(cluster, |_| {}).await
+}
+
+async fn spawn_cluster_app_with(
+    cluster: &RedisCluster,
+    adjust: impl FnOnce(&mut chatd::config::Config),
+) -> TestApp {
     let settings = RedisSettings {
         target: RedisTarget::Cluster(cluster.seeds()),
         channel: "chatd:events".into(),
@@ -25,6 +33,7 @@ async fn spawn_cluster_app(cluster: &RedisCluster) -> TestApp {
         config.redis = Some(settings);
         config.limits.rate_per_second = 100_000;
         config.limits.rate_burst = 100_000;
+        adjust(config);
     })
     .await;
     wait_for_redis(&app.url("/status"), "connected", |r| {
@@ -189,6 +198,49 @@ async fn a_notice_to_everyone_and_to_a_room_reaches_every_process() {
     assert_eq!(status, 200);
 
     assert_eq!(copies_of(&mut bo, "room notice").await, 1);
+}
+
+#[actix_web::test]
+async fn a_notice_to_a_user_and_presence_span_processes_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start_or_skip("cluster_user_notice") else {
+        return;
+    };
+    let with_tokens = |c: &mut chatd::config::Config| {
+        c.auth = Some(AuthSetting::Secret(SECRET.into()));
+    };
+    let one = spawn_cluster_app_with(&cluster, with_tokens).await;
+    let two = spawn_cluster_app_with(&cluster, with_tokens).await;
+    let token = |sub, name| format!("?token={}", token_for(sub, name));
+    let (mut ana, _) = one.connect_ws_with(&token("u-ana", "Ana")).await;
+    let (mut ana_elsewhere, _) = two.connect_ws_with(&token("u-ana", "Ana")).await;
+    let (_bo, _) = two.connect_ws_with(&token("u-bo", "Bo")).await;
+
+    // Presence lives on one shard under one hash tag, read by every process.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, presence) = one.get_json("/rooms/general/presence").await;
+        let both = serde_json::json!([
+            {"id": "u-ana", "name": "Ana", "connections": 2},
+            {"id": "u-bo", "name": "Bo", "connections": 1},
+        ]);
+        if presence["users"] == both {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence never showed both: {presence}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = one
+        .post_notify_with(&[("message", "for ana"), ("user", "u-ana")])
+        .await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Notification sent to 2 clients");
+    for client in [&mut ana, &mut ana_elsewhere] {
+        assert_eq!(copies_of(client, "for ana").await, 1);
+    }
 }
 
 /// Says `text` in `room` through `client`, and waits until `other` has it.
