@@ -87,7 +87,8 @@ pair redis="redis://127.0.0.1:6379":
 
 # Benchmarks (see BENCHMARKS.md): release build, chatd pinned to CPU 0 and the
 # load tool to CPU 1, the standard set, a table. `just bench --cross` adds the
-# Redis relay figure.
+# Redis relay figure, `just bench --cluster` cross and rooms through one Redis
+# and through a local Redis Cluster.
 bench *args:
     cargo build --release --bins
     taskset -c 1 cargo run --release --quiet --bin chatd-bench -- suite --server-cpu 0 {{args}}

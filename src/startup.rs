@@ -24,7 +24,6 @@ use crate::metrics::Metrics;
 use crate::protocol::ServerId;
 use crate::redis::bridge::{BridgeStatus, RedisBridge};
 use crate::redis::idempotency::RedisKeys;
-use crate::redis::relay;
 use crate::state::{ConnectionLimiter, Lifecycle};
 
 /// Why the application could not start.
@@ -95,7 +94,7 @@ impl Application {
             metrics,
             idempotency: match &config.redis {
                 Some(redis) => Idempotency::in_redis(
-                    RedisKeys::new(&redis.url, &redis.channel)
+                    RedisKeys::new(&redis.target, &redis.channel)
                         .expect("Config::from_lookup checked that the Redis URL parses"),
                 ),
                 None => Idempotency::in_memory(),
@@ -143,7 +142,7 @@ impl Application {
                 config
                     .redis
                     .as_ref()
-                    .map_or("off".into(), |r| relay::redacted(&r.url)),
+                    .map_or("off".into(), |r| r.target.describe()),
             ),
             address,
             server,

@@ -26,12 +26,43 @@ pub struct ConfigError {
 /// Where the Redis bridge connects, when cross-process relay is wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// A `redis://` URL, from `REDIS_URL` or built from `REDIS_HOST`/`REDIS_PORT`.
-    pub url: String,
+    /// One Redis server, or the seed nodes of a Redis Cluster.
+    pub target: RedisTarget,
     /// The pub/sub channel every chatd process of one chat shares.
     pub channel: String,
     /// Events held for other processes while Redis is away; the oldest go first.
     pub outbox_capacity: usize,
+}
+
+/// One Redis, or a Redis Cluster (`REDIS_CLUSTER_NODES`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// A `redis://` URL, from `REDIS_URL` or built from `REDIS_HOST`/`REDIS_PORT`.
+    Server(String),
+    /// Seed nodes as `redis://host:port` URLs; the client learns the rest
+    /// of the cluster from them.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Where it is, for logs and `/status`: the URL without its password,
+    /// or `cluster:` and the seed nodes.
+    pub fn describe(&self) -> String {
+        match self {
+            RedisTarget::Server(url) => crate::redis::relay::redacted(url),
+            RedisTarget::Cluster(nodes) => {
+                let nodes: Vec<&str> = nodes
+                    .iter()
+                    .map(|n| n.trim_start_matches("redis://"))
+                    .collect();
+                format!("cluster:{}", nodes.join(","))
+            }
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisTarget::Cluster(_))
+    }
 }
 
 /// Per-connection limits, shared by every session of the process.
@@ -236,29 +267,80 @@ pub fn default_workers() -> usize {
 }
 
 fn redis_settings(env: &Env) -> Result<Option<RedisSettings>, ConfigError> {
-    let (var, url) = match (env.text("REDIS_URL"), env.text("REDIS_HOST")) {
-        (Some(url), _) => ("REDIS_URL", url),
+    let single = match (env.text("REDIS_URL"), env.text("REDIS_HOST")) {
+        (Some(url), _) => Some(("REDIS_URL", url)),
         (None, Some(host)) => {
             let port: u16 = env.number("REDIS_PORT")?;
-            ("REDIS_HOST", format!("redis://{host}:{port}"))
+            Some(("REDIS_HOST", format!("redis://{host}:{port}")))
         }
-        (None, None) => return Ok(None),
+        (None, None) => None,
     };
-    // Parsing only; nothing connects until the bridge starts.
-    let parses = (url.starts_with("redis://") || url.starts_with("rediss://"))
-        && redis::Client::open(url.as_str()).is_ok();
-    if !parses {
+    let target = match (env.text("REDIS_CLUSTER_NODES"), single) {
+        (None, None) => return Ok(None),
+        (Some(nodes), Some((var, _))) => {
+            return Err(ConfigError {
+                var: "REDIS_CLUSTER_NODES",
+                value: nodes,
+                expected: if var == "REDIS_URL" {
+                    "REDIS_CLUSTER_NODES or REDIS_URL, not both"
+                } else {
+                    "REDIS_CLUSTER_NODES or REDIS_HOST, not both"
+                },
+            })
+        }
+        (Some(nodes), None) => RedisTarget::Cluster(cluster_nodes(env, &nodes)?),
+        (None, Some((var, url))) => {
+            // Parsing only; nothing connects until the bridge starts.
+            let parses = (url.starts_with("redis://") || url.starts_with("rediss://"))
+                && redis::Client::open(url.as_str()).is_ok();
+            if !parses {
+                return Err(ConfigError {
+                    var,
+                    value: crate::redis::relay::redacted(&env.text(var).unwrap_or_default()),
+                    expected: setting_named(var).expected,
+                });
+            }
+            RedisTarget::Server(url)
+        }
+    };
+    let channel = env.text_or_default("REDIS_CHANNEL");
+    // In a cluster the room channel is the hash tag of the room's keys
+    // (`{<channel>:room:<R>}:history`): a brace in it would change the tag.
+    if target.is_cluster() && channel.contains(['{', '}']) {
         return Err(ConfigError {
-            var,
-            value: crate::redis::relay::redacted(&env.text(var).unwrap_or_default()),
-            expected: setting_named(var).expected,
+            var: "REDIS_CHANNEL",
+            value: channel,
+            expected: "a channel name without { or } with REDIS_CLUSTER_NODES (braces are Redis Cluster hash tags)",
         });
     }
     Ok(Some(RedisSettings {
-        url,
-        channel: env.text_or_default("REDIS_CHANNEL"),
+        target,
+        channel,
         outbox_capacity: env.number("REDIS_OUTBOX")?,
     }))
+}
+
+/// `REDIS_CLUSTER_NODES`: a comma list of `host:port` (or `redis://host:port`).
+fn cluster_nodes(env: &Env, list: &str) -> Result<Vec<String>, ConfigError> {
+    let nodes: Option<Vec<String>> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .map(|node| {
+            let bare = node.strip_prefix("redis://").unwrap_or(node);
+            let (host, port) = bare.rsplit_once(':')?;
+            let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+            let url = format!("redis://{host}:{port}");
+            let ok = !host.is_empty()
+                && !host.contains(['/', '@', ' '])
+                && redis::Client::open(url.as_str()).is_ok();
+            ok.then_some(url)
+        })
+        .collect();
+    match nodes {
+        Some(nodes) if !nodes.is_empty() => Ok(nodes),
+        _ => Err(env.invalid("REDIS_CLUSTER_NODES")),
+    }
 }
 
 fn log_level(env: &Env) -> Result<String, ConfigError> {
@@ -440,9 +522,47 @@ mod tests {
     #[test]
     fn redis_host_and_port_build_a_url_and_redis_url_wins() {
         let config = parse(&[("REDIS_HOST", "redis"), ("REDIS_PORT", "6380")]).unwrap();
-        assert_eq!(config.redis.unwrap().url, "redis://redis:6380");
+        assert_eq!(
+            config.redis.unwrap().target,
+            RedisTarget::Server("redis://redis:6380".into())
+        );
         let config = parse(&[("REDIS_URL", "redis://a:1/0"), ("REDIS_HOST", "b")]).unwrap();
-        assert_eq!(config.redis.unwrap().url, "redis://a:1/0");
+        assert_eq!(
+            config.redis.unwrap().target,
+            RedisTarget::Server("redis://a:1/0".into())
+        );
+    }
+
+    #[test]
+    fn cluster_nodes_become_seed_urls_and_exclude_a_single_redis() {
+        let config = parse(&[("REDIS_CLUSTER_NODES", "127.0.0.1:7000, redis://h:7001,")]).unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(
+            redis.target,
+            RedisTarget::Cluster(vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://h:7001".into()
+            ])
+        );
+        assert_eq!(redis.target.describe(), "cluster:127.0.0.1:7000,h:7001");
+        let both = parse(&[
+            ("REDIS_CLUSTER_NODES", "h:7000"),
+            ("REDIS_URL", "redis://h:6379"),
+        ]);
+        let err = both.unwrap_err();
+        assert_eq!(err.var, "REDIS_CLUSTER_NODES");
+        assert!(err.to_string().contains("REDIS_URL"), "{err}");
+        let with_host = parse(&[("REDIS_CLUSTER_NODES", "h:7000"), ("REDIS_HOST", "h")]);
+        assert!(with_host.unwrap_err().to_string().contains("REDIS_HOST"));
+        for bad in [
+            "h", "h:0", "h:99999", ":7000", ",", "h:70x0", "a b:7000", "u@h:7000",
+        ] {
+            let err = parse(&[("REDIS_CLUSTER_NODES", bad)]).unwrap_err();
+            assert_eq!(err.var, "REDIS_CLUSTER_NODES", "{bad:?}");
+        }
+        let braces = parse(&[("REDIS_CLUSTER_NODES", "h:7000"), ("REDIS_CHANNEL", "a{b}")]);
+        assert_eq!(braces.unwrap_err().var, "REDIS_CHANNEL");
+        assert!(parse(&[("REDIS_URL", "redis://h:1"), ("REDIS_CHANNEL", "a{b}")]).is_ok());
     }
 
     #[test]

@@ -52,8 +52,14 @@
 //!   context, and results from a connection that has since been replaced are
 //!   recognised by a generation number and ignored.
 //!
+//! - On a Redis Cluster (`REDIS_CLUSTER_NODES`) the same actor runs on a
+//!   cluster link (see [`link`](super::link)); what differs there, room by
+//!   room flushing and following the topology, is in `bridge/cluster.rs`.
+//!
 //! `/status` reads a [`BridgeStatus`] snapshot of atomics that only the
 //! bridge writes, so no lock is shared between actors.
+
+mod cluster;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -61,11 +67,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 
 use super::history::{self as streams, ReadKind, Scripts};
+use super::link::{self, Conn, Incoming, Opened, Subscriber, Target};
 use super::presence::{self, PresenceKeys, PRESENCE_INTERVAL};
-use super::relay::{backoff, redacted, Envelope, Outbox, Queued, Seen};
+use super::relay::{backoff, Envelope, Outbox, Queued, Seen};
 use super::Channels;
 use crate::actors::chat_hub::{
     Census, ChatHub, HistoryPage, HistoryRead, PeerCount, Publish, ReadHistory, ReadPage, Remote,
@@ -74,6 +80,15 @@ use crate::actors::chat_hub::{
 use crate::actors::ticker::Stop;
 use crate::config::{HistorySettings, RedisSettings};
 use crate::protocol::{EventText, RoomName, ServerId};
+
+/// A flush on its way: which events each APPEND numbered, and the numbers.
+type BatchSend = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+            Output = redis::RedisResult<(Vec<streams::AppendCall>, Vec<(String, u64)>)>,
+        >,
+    >,
+>;
 
 /// Most PUBLISH commands sent in one pipeline (one round trip).
 pub const BATCH: usize = 256;
@@ -89,6 +104,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds a history read: longer than a command's, as a recovery storm
 /// after a deploy can keep Redis busy.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a cluster link asks which master serves which slots.
+pub const TOPOLOGY_POLL: Duration = Duration::from_secs(1);
+/// How long a cluster room whose shard failed waits before it is tried again.
+pub const CLUSTER_RETRY: Duration = Duration::from_millis(250);
 /// Bounds the last flush and the presence removal at exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -155,8 +174,8 @@ impl BridgeStatus {
 /// rooms it follows, and, right after a reconnect, how long to hold the
 /// outbox for peers.
 struct Link {
-    publisher: MultiplexedConnection,
-    subscriber: PubSubSink,
+    publisher: Conn,
+    subscriber: Subscriber,
     subscription: SpawnHandle,
     /// Rooms whose channel Redis confirmed we follow.
     following: HashSet<RoomName>,
@@ -166,6 +185,13 @@ struct Link {
     /// `following` says until Redis confirms.
     dropping: HashSet<RoomName>,
     settling: Option<Settle>,
+    /// In a cluster, the client the link came from: a link that lost a
+    /// master is rebuilt from it (see [`RedisBridge::rebuild`]).
+    cluster: Option<redis::cluster::ClusterClient>,
+    /// A rebuild is under way.
+    rebuilding: bool,
+    /// In a cluster, the topology (see [`link::topology`]) the link follows.
+    topology: Option<String>,
 }
 
 impl Link {
@@ -186,7 +212,7 @@ pub struct RedisBridge {
     /// Times each store-and-publish round trip, when metrics are kept.
     round_trip: Option<prometheus::Histogram>,
     server: ServerId,
-    client: redis::Client,
+    target: Target,
     url: String,
     channels: Channels,
     presence: PresenceKeys,
@@ -218,6 +244,13 @@ pub struct RedisBridge {
     seen: Seen,
     /// Events dropped for room since the last log line about it.
     dropped_unlogged: u64,
+    /// In a cluster: the channels with a command in flight, or held back
+    /// for [`CLUSTER_RETRY`] after a failure; their later events wait.
+    sending: HashSet<String>,
+    /// In a cluster: rooms whose shard failed their last command. Their
+    /// stored events go to local members at once, unstored, as all rooms'
+    /// do while a single Redis is away.
+    down_rooms: HashSet<RoomName>,
 }
 
 impl RedisBridge {
@@ -231,18 +264,19 @@ impl RedisBridge {
         hub: Addr<ChatHub>,
         status: Arc<BridgeStatus>,
     ) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let target = Target::new(&settings.target)?;
+        let cluster = target.is_cluster();
         Ok(Self {
             hub,
             round_trip: None,
-            client,
-            url: redacted(&settings.url),
+            target,
+            url: settings.target.describe(),
             channels: Channels::new(&settings.channel),
-            presence: PresenceKeys::new(&settings.channel, &server),
+            presence: PresenceKeys::new(&settings.channel, &server, cluster),
             rooms: HashSet::new(),
             history,
             presence_ttl,
-            scripts: Arc::new(Scripts::default()),
+            scripts: Arc::new(Scripts::new(cluster)),
             waiting_reads: Vec::new(),
             awaiting: HashMap::new(),
             ever_connected: false,
@@ -257,6 +291,8 @@ impl RedisBridge {
             peer_processes: 0,
             seen: Seen::default(),
             dropped_unlogged: 0,
+            sending: HashSet::new(),
+            down_rooms: HashSet::new(),
         })
     }
 
@@ -268,43 +304,48 @@ impl RedisBridge {
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.status.set_state(LinkState::Connecting);
-        let client = self.client.clone();
+        let target = self.target.clone();
         let scripts = self.scripts.clone();
         let rooms: Vec<RoomName> = self.rooms.iter().cloned().collect();
-        let mut channels: Vec<String> = rooms.iter().map(|r| self.channels.room(r)).collect();
-        channels.push(self.channels.everyone().to_string());
+        let room_channels: Vec<String> = rooms.iter().map(|r| self.channels.room(r)).collect();
+        let everyone = vec![self.channels.everyone().to_string()];
         let users = self.channels.users_pattern();
         let attempt = async move {
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(REDIS_TIMEOUT));
-            let mut publisher = client
-                .get_multiplexed_async_connection_with_config(&config)
+            let opened = tokio::time::timeout(REDIS_TIMEOUT, target.open(REDIS_TIMEOUT))
                 .await
-                .map_err(|e| e.to_string())?;
-            scripts
-                .load(&mut publisher)
-                .await
-                .map_err(|e| format!("loading the history scripts failed: {e}"))?;
+                .map_err(|_| "connecting timed out".to_string())?;
+            let mut opened = opened.map_err(|e| e.to_string())?;
+            let loaded = scripts.load(&mut opened.conn).await;
+            // A cluster node without the scripts gets their text instead,
+            // so a node that is away does not keep the others from serving.
+            if let (Err(err), None) = (loaded, &opened.cluster) {
+                return Err(format!("loading the history scripts failed: {err}"));
+            }
+            let sink = &mut opened.subscriber;
             let subscribe = async {
-                let (mut sink, stream) = client.get_async_pubsub().await?.split();
-                sink.subscribe(&channels).await?;
+                sink.subscribe(&everyone).await?;
+                if !room_channels.is_empty() {
+                    sink.follow_rooms(&room_channels).await?;
+                }
                 sink.psubscribe(&users).await?;
-                Ok::<_, redis::RedisError>((sink, stream))
+                Ok::<_, redis::RedisError>(())
             };
-            let (sink, stream) = tokio::time::timeout(REDIS_TIMEOUT, subscribe)
+            tokio::time::timeout(REDIS_TIMEOUT, subscribe)
                 .await
                 .map_err(|_| "subscribing timed out".to_string())?
                 .map_err(|e| e.to_string())?;
-            Ok::<_, String>((publisher, sink, stream, rooms))
+            // What the subscriptions were made on, to notice when it changes.
+            let topology = match opened.cluster {
+                Some(_) => link::topology(&mut opened.conn).await.ok(),
+                None => None,
+            };
+            Ok::<_, String>((opened, rooms, topology))
         };
         ctx.spawn(
             attempt
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
-                    Ok((publisher, sink, stream, rooms)) => {
-                        act.connected(publisher, sink, stream, rooms, ctx)
-                    }
+                    Ok((opened, rooms, topology)) => act.connected(opened, rooms, topology, ctx),
                     Err(err) => act.retry_later(&err, ctx),
                 }),
         );
@@ -334,16 +375,24 @@ impl RedisBridge {
 
     fn connected(
         &mut self,
-        publisher: MultiplexedConnection,
-        subscriber: PubSubSink,
-        messages: PubSubStream,
+        opened: Opened,
         following: Vec<RoomName>,
+        topology: Option<String>,
         ctx: &mut Context<Self>,
     ) {
+        let Opened {
+            conn: publisher,
+            subscriber,
+            messages,
+            cluster,
+        } = opened;
         let generation = self.generation;
         let subscription = ctx.spawn(
             actix::fut::wrap_stream(messages)
-                .map(|msg: redis::Msg, act: &mut Self, _| act.relay(&msg))
+                .map(|incoming, act: &mut Self, ctx| match incoming {
+                    Incoming::Message(msg) => act.relay(&msg),
+                    Incoming::ShardChannelDropped(channel) => act.follow_again(&channel, ctx),
+                })
                 .finish()
                 .map(move |(), act, ctx| act.link_lost(generation, "subscription ended", ctx)),
         );
@@ -374,6 +423,9 @@ impl RedisBridge {
             changing: false,
             dropping: HashSet::new(),
             settling,
+            cluster,
+            rebuilding: false,
+            topology,
         });
         self.status.set_state(LinkState::Connected);
         self.ever_connected = true;
@@ -403,10 +455,10 @@ impl RedisBridge {
         let generation = self.generation;
         let change = async move {
             if !subscribe.is_empty() {
-                subscriber.subscribe(&subscribe).await?;
+                subscriber.follow_rooms(&subscribe).await?;
             }
             if !unsubscribe.is_empty() {
-                subscriber.unsubscribe(&unsubscribe).await?;
+                subscriber.unfollow_rooms(&unsubscribe).await?;
             }
             Ok::<_, redis::RedisError>(())
         };
@@ -449,19 +501,12 @@ impl RedisBridge {
         };
         let mut subscriber = link.subscriber.clone();
         let generation = self.generation;
-        let ping = async move {
-            tokio::time::timeout(REDIS_TIMEOUT, subscriber.ping::<redis::Value>()).await
-        };
-        ctx.spawn(
-            ping.into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => {
-                        act.link_lost(generation, &format!("subscription ping failed: {err}"), ctx)
-                    }
-                    Err(_) => act.link_lost(generation, "subscription ping timed out", ctx),
-                }),
-        );
+        let ping = async move { subscriber.ping(REDIS_TIMEOUT).await };
+        ctx.spawn(ping.into_actor(self).map(move |result, act, ctx| {
+            if let Err(err) = result {
+                act.link_lost(generation, &format!("subscription ping failed: {err}"), ctx)
+            }
+        }));
     }
 
     /// Drops the link `generation` (if it is still the current one) and
@@ -477,6 +522,8 @@ impl RedisBridge {
         self.generation += 1;
         self.flushing = false;
         self.counting_presence = false;
+        self.sending.clear();
+        self.down_rooms.clear();
         self.status.set_state(LinkState::Connecting);
         self.status.peer_clients.store(0, Ordering::Relaxed);
         self.status.room_channels.store(0, Ordering::Relaxed);
@@ -535,7 +582,10 @@ impl RedisBridge {
             if envelope.offset.is_none() || !self.own_event_back(envelope.seq) {
                 return;
             }
-        } else if !self.seen.is_new(envelope.origin, envelope.seq) {
+        } else if !self
+            .seen
+            .is_new(envelope.origin, self.seen_scope(channel), envelope.seq)
+        {
             log::debug!("dropping a repeated event seq={}", envelope.seq);
             return;
         }
@@ -549,6 +599,9 @@ impl RedisBridge {
     /// Publishes the oldest batch when connected, settled and idle; repeats
     /// until the outbox is empty.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.target.is_cluster() {
+            return self.flush_cluster(ctx);
+        }
         if self.flushing {
             return;
         }
@@ -558,29 +611,25 @@ impl RedisBridge {
         let Some((last, batch)) = self.outbox.batch(BATCH) else {
             return;
         };
-        let mut pipe = redis::pipe();
-        let calls = self.scripts.add_batch(
-            &mut pipe,
-            &batch,
-            &self.channels,
-            &self.history,
-            &self.server,
-        );
-        let mut publisher = link.publisher.clone();
+        let publisher = link.publisher.clone();
+        let send = if publisher.is_cluster() {
+            self.send_to_cluster(publisher, &batch)
+        } else {
+            self.send_pipeline(publisher, &batch)
+        };
         let generation = self.generation;
         self.flushing = true;
         let round_trip = self.round_trip.clone();
         let send = async move {
             let _timer = round_trip.as_ref().map(prometheus::Histogram::start_timer);
-            let numbered: Vec<(String, u64)> = pipe.query_async(&mut publisher).await?;
-            Ok::<_, redis::RedisError>(numbered)
+            send.await
         };
         ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
             if generation == act.generation {
                 act.flushing = false;
             }
             match result {
-                Ok(numbered) => {
+                Ok((calls, numbered)) => {
                     // Even from a replaced link: Redis has these events.
                     act.note_stored(calls, numbered);
                     act.outbox.confirm(last);
@@ -590,6 +639,22 @@ impl RedisBridge {
                 Err(err) => act.link_lost(generation, &format!("publish failed: {err}"), ctx),
             }
         }));
+    }
+
+    /// One server: the whole batch in one pipeline, one round trip.
+    fn send_pipeline(&self, mut publisher: Conn, batch: &[&Queued]) -> BatchSend {
+        let mut pipe = redis::pipe();
+        let calls = self.scripts.add_batch(
+            &mut pipe,
+            batch,
+            &self.channels,
+            &self.history,
+            &self.server,
+        );
+        Box::pin(async move {
+            let numbered: Vec<(String, u64)> = pipe.query_async(&mut publisher).await?;
+            Ok((calls, numbered))
+        })
     }
 
     /// Notes the offsets a flush gave this process's stored events. Local
@@ -696,7 +761,10 @@ impl RedisBridge {
                 .into_actor(self)
                 .map(move |result, act, ctx| match result {
                     Ok(Ok(replay)) => act.answer_read(read, Some(replay)),
-                    Ok(Err(err)) if err.is_io_error() || err.is_connection_dropped() => {
+                    Ok(Err(err))
+                        if !act.target.is_cluster()
+                            && (err.is_io_error() || err.is_connection_dropped()) =>
+                    {
                         act.answer_read(read, None);
                         act.link_lost(generation, &format!("history read failed: {err}"), ctx);
                     }
@@ -833,6 +901,12 @@ impl RedisBridge {
                 Err(PresenceError::Skipped(why)) => {
                     log::debug!("presence round skipped: {why}");
                 }
+                // In a cluster the presence keys live on one shard, whose
+                // loss is no loss of the link: the counts wait for it, and
+                // the ping tells when the whole cluster is gone.
+                Err(PresenceError::Link(err)) if act.target.is_cluster() => {
+                    log::info!("presence round failed (its shard is away?): {err}");
+                }
                 Err(PresenceError::Link(err)) => {
                     act.link_lost(generation, &format!("presence failed: {err}"), ctx)
                 }
@@ -867,6 +941,9 @@ impl Actor for RedisBridge {
         self.connect(ctx);
         ctx.run_interval(PRESENCE_INTERVAL, |act, ctx| act.count_presence(ctx));
         ctx.run_interval(SUBSCRIPTION_PING, |act, ctx| act.ping_subscription(ctx));
+        if self.target.is_cluster() {
+            ctx.run_interval(TOPOLOGY_POLL, |act, ctx| act.watch_topology(ctx));
+        }
     }
 }
 
@@ -879,6 +956,7 @@ impl Handler<RoomChange> for RedisBridge {
             RoomChange::Closed(room) => {
                 // Nobody here is left to get what was on its way back.
                 self.awaiting.retain(|_, (r, _, _)| *r != room);
+                self.seen.forget(&self.channels.room(&room));
                 self.rooms.remove(&room)
             }
         };
@@ -904,7 +982,7 @@ impl Handler<StoreEvent> for RedisBridge {
     type Result = ();
 
     fn handle(&mut self, msg: StoreEvent, ctx: &mut Self::Context) {
-        let deliver_now = !self.storing();
+        let deliver_now = !self.storing() || self.down_rooms.contains(&msg.room);
         if deliver_now {
             self.hub.do_send(Stored {
                 room: msg.room.clone(),
@@ -974,20 +1052,25 @@ impl Handler<Stop> for RedisBridge {
             ctx.stop();
             return;
         };
+        let publisher = link.publisher.clone();
+        let flush = match self.outbox.batch(usize::MAX) {
+            Some((_, batch)) if publisher.is_cluster() => {
+                Some(self.send_to_cluster(publisher.clone(), &batch))
+            }
+            Some((_, batch)) => Some(self.send_pipeline(publisher.clone(), &batch)),
+            None => None,
+        };
         let mut pipe = redis::pipe();
-        if let Some((_, batch)) = self.outbox.batch(usize::MAX) {
-            self.scripts.add_batch(
-                &mut pipe,
-                &batch,
-                &self.channels,
-                &self.history,
-                &self.server,
-            );
-        }
         self.presence.remove(&mut pipe);
-        let mut publisher = link.publisher.clone();
+        let mut publisher = publisher;
         let last = async move {
-            tokio::time::timeout(EXIT_TIMEOUT, pipe.exec_async(&mut publisher)).await
+            let both = async {
+                if let Some(flush) = flush {
+                    flush.await?;
+                }
+                pipe.exec_async(&mut publisher).await
+            };
+            tokio::time::timeout(EXIT_TIMEOUT, both).await
         };
         ctx.wait(last.into_actor(self).map(|result, act, ctx| {
             match result {

@@ -18,10 +18,16 @@
 //! serve a recovery the moment a client saw the echo. [`READ`] reads what a
 //! join or `GET /rooms/{R}/history` needs, with the recovery decision taken
 //! in the same step as the read.
+//!
+//! In a Redis Cluster the script publishes with SPUBLISH, the room channel
+//! being a sharded channel there. A script may only touch its own slot, and
+//! it does: the channel `<channel>:room:<name>` hashes to the slot of its
+//! own name, which is the keys' hash tag (`REDIS_CHANNEL` may hold no brace
+//! in a cluster, so the tag is always the whole channel name).
 
-use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Value};
 
+use super::link::Conn;
 use super::relay::Queued;
 use super::Channels;
 use crate::config::HistorySettings;
@@ -222,7 +228,8 @@ pub fn parse_read(value: Value, asked_since: bool) -> redis::RedisResult<Replay>
 
 /// The scripts, loaded on every new connection (a restarted Redis has
 /// forgotten them; a NOSCRIPT error drops the link, and the reconnect loads
-/// them again).
+/// them again; in a cluster every node is loaded, replicas included, and a
+/// node that has not got them gets the script's text instead).
 pub struct Scripts {
     append: redis::Script,
     read: redis::Script,
@@ -230,8 +237,21 @@ pub struct Scripts {
 
 impl Default for Scripts {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Scripts {
+    /// The scripts for one Redis, or for a cluster (`sharded`), where
+    /// APPEND publishes on the room's sharded channel.
+    pub fn new(sharded: bool) -> Self {
+        let append = if sharded {
+            APPEND.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+        } else {
+            APPEND.to_string()
+        };
         Self {
-            append: redis::Script::new(APPEND),
+            append: redis::Script::new(&append),
             read: redis::Script::new(READ),
         }
     }
@@ -248,7 +268,7 @@ pub struct AppendCall {
 impl Scripts {
     /// # Errors
     /// Redis refused or failed.
-    pub async fn load(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    pub async fn load(&self, conn: &mut Conn) -> redis::RedisResult<()> {
         self.append.load_async(conn).await?;
         self.read.load_async(conn).await?;
         Ok(())
@@ -300,14 +320,83 @@ impl Scripts {
         calls
     }
 
-    fn add_append(
+    /// Sends `batch` to a cluster, where a pipeline may not span slots:
+    /// one APPEND per room with all of the room's events of the batch, in
+    /// order, and one PUBLISH per plain event, all sent at once (the cluster
+    /// connection pipelines them per node). Answers, as [`Self::add_batch`]
+    /// does, which events each APPEND numbered and the numbers.
+    ///
+    /// # Errors
+    /// Any command failed: the whole batch is sent again, and receivers
+    /// drop the repeats.
+    pub async fn send_to_cluster(
         &self,
-        pipe: &mut redis::Pipeline,
-        call: AppendCall,
+        conn: &Conn,
+        batch: &[&Queued],
         channels: &Channels,
         settings: &HistorySettings,
         origin: &ServerId,
-    ) -> AppendCall {
+    ) -> redis::RedisResult<(Vec<AppendCall>, Vec<(String, u64)>)> {
+        let mut calls: Vec<AppendCall> = Vec::new();
+        let mut publishes = Vec::new();
+        for item in batch {
+            match item {
+                Queued::Store {
+                    seq, room, event, ..
+                } => match calls.iter_mut().find(|c| c.room == *room) {
+                    Some(call) => call.events.push((*seq, event.clone())),
+                    None => calls.push(AppendCall {
+                        room: room.clone(),
+                        events: vec![(*seq, event.clone())],
+                    }),
+                },
+                Queued::Publish {
+                    channel, envelope, ..
+                } => publishes.push(redis::cmd("PUBLISH").arg(channel).arg(envelope).clone()),
+            }
+        }
+        let appends = calls
+            .iter()
+            .map(|call| self.append_to_cluster(conn, call, channels, settings, origin));
+        let plain = publishes.iter().map(|cmd| {
+            let mut conn = conn.clone();
+            async move { cmd.exec_async(&mut conn).await }
+        });
+        let (numbered, published) = futures_util::future::join(
+            futures_util::future::try_join_all(appends),
+            futures_util::future::try_join_all(plain),
+        )
+        .await;
+        published?;
+        Ok((calls, numbered?))
+    }
+
+    /// Runs one APPEND call on a cluster, on the master of its room's slot
+    /// (a node that lacks the script gets its text). Answers {epoch, first
+    /// offset}.
+    ///
+    /// # Errors
+    /// The room's shard failed or is away.
+    pub async fn append_to_cluster(
+        &self,
+        conn: &Conn,
+        call: &AppendCall,
+        channels: &Channels,
+        settings: &HistorySettings,
+        origin: &ServerId,
+    ) -> redis::RedisResult<(String, u64)> {
+        let invocation = self.append_invocation(call, channels, settings, origin);
+        let mut conn = conn.clone();
+        invocation.invoke_async(&mut conn).await
+    }
+
+    fn append_invocation<'a>(
+        &'a self,
+        call: &AppendCall,
+        channels: &Channels,
+        settings: &HistorySettings,
+        origin: &ServerId,
+    ) -> redis::ScriptInvocation<'a> {
         let channel = channels.room(&call.room);
         let (stream, meta) = keys(&channel);
         let mut invocation = self.append.prepare_invoke();
@@ -322,7 +411,18 @@ impl Scripts {
         for (seq, event) in &call.events {
             invocation.arg(*seq).arg(&**event);
         }
-        pipe.invoke_script(&invocation);
+        invocation
+    }
+
+    fn add_append(
+        &self,
+        pipe: &mut redis::Pipeline,
+        call: AppendCall,
+        channels: &Channels,
+        settings: &HistorySettings,
+        origin: &ServerId,
+    ) -> AppendCall {
+        pipe.invoke_script(&self.append_invocation(&call, channels, settings, origin));
         call
     }
 
@@ -332,7 +432,7 @@ impl Scripts {
     /// Redis failed, or answered something else than the script's shape.
     pub async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         channels: &Channels,
         room: &RoomName,
         kind: &ReadKind,
@@ -379,6 +479,16 @@ mod tests {
         );
         let bare = with_offset(r#"{"type":"x"}"#, 7);
         assert_eq!(&*bare, r#"{"offset":7,"type":"x"}"#);
+    }
+
+    #[test]
+    fn in_a_cluster_the_append_script_publishes_on_the_sharded_channel() {
+        let sharded = Scripts::new(true);
+        assert_ne!(
+            sharded.append.get_hash(),
+            Scripts::default().append.get_hash()
+        );
+        assert!(APPEND.contains("redis.call('PUBLISH'"));
     }
 
     #[test]

@@ -9,14 +9,16 @@
 //! repeats are answered 409 until then: sending twice is what the key is
 //! there to prevent.
 //!
-//! One multiplexed connection, opened on first use and opened again after an
-//! error, serves every worker; the commands are single round trips.
+//! One multiplexed connection (a cluster connection with
+//! `REDIS_CLUSTER_NODES`), opened on first use and opened again after an
+//! error, serves every worker; the commands are single round trips on one
+//! key each, so in a cluster each goes to the key's shard.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-
+use super::link::{Conn, Target};
+use crate::config::RedisTarget;
 use crate::idempotency::{Answer, Claim, IdempotencyKey, KEEP_FOR};
 
 /// How long connecting or one command may take.
@@ -24,20 +26,20 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The keys in one Redis.
 pub struct RedisKeys {
-    client: redis::Client,
+    target: Target,
     prefix: String,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
 }
 
 impl RedisKeys {
-    /// Keys in the Redis at `url`, named after `channel`. Nothing connects
-    /// until the first claim.
+    /// Keys in the Redis (or cluster) at `target`, named after `channel`.
+    /// Nothing connects until the first claim.
     ///
     /// # Errors
-    /// The URL does not parse (the start-up check has already read it).
-    pub fn new(url: &str, channel: &str) -> redis::RedisResult<Self> {
+    /// A URL does not parse (the start-up check has already read them).
+    pub fn new(target: &RedisTarget, channel: &str) -> redis::RedisResult<Self> {
         Ok(Self {
-            client: redis::Client::open(url)?,
+            target: Target::new(target)?,
             prefix: format!("{channel}:idempotency:"),
             conn: Mutex::new(None),
         })
@@ -47,17 +49,11 @@ impl RedisKeys {
         format!("{}{}", self.prefix, key.as_str())
     }
 
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn connection(&self) -> redis::RedisResult<Conn> {
         if let Some(conn) = self.conn.lock().expect("no panic while held").clone() {
             return Ok(conn);
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = self.target.connect(TIMEOUT).await?;
         *self.conn.lock().expect("no panic while held") = Some(conn.clone());
         Ok(conn)
     }

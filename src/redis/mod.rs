@@ -1,13 +1,16 @@
 //! Everything that talks to Redis, in one place: the [`bridge::RedisBridge`]
 //! actor that relays events between chatd processes, the pure pieces it is
 //! built from ([`relay`]: the envelope, the outbox, the repeat filter, the
-//! backoff), the `Idempotency-Key`s of `/notify` ([`idempotency`]) and the names of the channels and keys every process shares.
+//! backoff), the `Idempotency-Key`s of `/notify` ([`idempotency`]), one
+//! server or a Redis Cluster behind one surface ([`link`]) and the names of
+//! the channels and keys every process shares.
 //! The hub never sees a Redis command: it hands the bridge events and room
 //! changes, and gets events back.
 
 pub mod bridge;
 pub mod history;
 pub mod idempotency;
+pub mod link;
 pub mod presence;
 pub mod relay;
 

@@ -14,11 +14,17 @@
 //! to a process that is gone (killed without a drain), and is dropped from
 //! the index; one that is not a count was not written by a chatd and counts
 //! as gone too, so a stray key never breaks the relay.
+//!
+//! In a Redis Cluster every presence key has the hash tag
+//! `{<channel>:presence}` (the index is `{<channel>:presence}`, a record
+//! `{<channel>:presence}:<server id>`), so the MULTI and the reads of all
+//! records run on one shard: presence is a few small keys per process,
+//! written every two seconds, far from a shard's load.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use super::link::Conn;
 
 use crate::actors::chat_hub::{CensusReport, PeerCount};
 use crate::auth::UserId;
@@ -45,9 +51,14 @@ pub struct PeerPresence {
 }
 
 impl PresenceKeys {
-    pub fn new(channel: &str, server: &ServerId) -> Self {
+    /// The keys of `server`'s record; `cluster` gives them one hash tag.
+    pub fn new(channel: &str, server: &ServerId, cluster: bool) -> Self {
         Self {
-            index: format!("{channel}:presence"),
+            index: if cluster {
+                format!("{{{channel}:presence}}")
+            } else {
+                format!("{channel}:presence")
+            },
             me: server.to_string(),
         }
     }
@@ -89,7 +100,7 @@ impl PresenceKeys {
 /// # Errors
 /// Redis failed or timed out: the link is in trouble.
 pub async fn round(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     keys: &PresenceKeys,
     census: CensusReport,
     ttl: Duration,
@@ -223,6 +234,22 @@ fn sum_counts<K: std::hash::Hash + Eq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_a_cluster_every_presence_key_shares_one_hash_tag() {
+        let server = ServerId::generate();
+        let keys = PresenceKeys::new("chatd:events", &server, true);
+        assert_eq!(keys.index, "{chatd:events:presence}");
+        for key in [
+            keys.count_key("s"),
+            keys.rooms_key("s"),
+            keys.members_key("s"),
+        ] {
+            assert!(key.starts_with("{chatd:events:presence}:"), "{key}");
+        }
+        let single = PresenceKeys::new("chatd:events", &server, false);
+        assert_eq!(single.count_key("s"), "chatd:events:presence:s");
+    }
 
     #[test]
     fn room_counts_add_up_across_processes_and_skip_strays() {

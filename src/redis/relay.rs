@@ -32,7 +32,7 @@ pub struct Envelope<S> {
 }
 
 /// One event waiting for Redis, with its sequence number.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Queued {
     /// To PUBLISH as it is (everyone-notices).
     Publish {
@@ -150,6 +150,41 @@ impl Outbox {
         }
     }
 
+    /// Up to `max` of the oldest events that `held` does not hold back, in
+    /// order: in a cluster, the events of rooms whose shard is busy or away
+    /// wait while the others go.
+    pub fn unsent(&self, max: usize, held: impl Fn(&Queued) -> bool) -> Vec<&Queued> {
+        self.items.iter().filter(|q| !held(q)).take(max).collect()
+    }
+
+    /// Forgets the events `seqs`, wherever they are in the queue, now that
+    /// Redis has them (a cluster confirms room by room).
+    pub fn remove(&mut self, seqs: &[u64]) {
+        let seqs: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+        self.items.retain(|q| !seqs.contains(&q.seq()));
+    }
+
+    /// `room`'s stored events not yet delivered locally, marked delivered
+    /// now: the room's shard is away, so local members get them unstored.
+    pub fn deliver_room(&mut self, room: &RoomName) -> Vec<EventText> {
+        let mut undelivered = Vec::new();
+        for item in &mut self.items {
+            if let Queued::Store {
+                room: r,
+                event,
+                delivered: delivered @ false,
+                ..
+            } = item
+            {
+                if r == room {
+                    *delivered = true;
+                    undelivered.push(event.clone());
+                }
+            }
+        }
+        undelivered
+    }
+
     /// Every stored event not yet delivered locally, marked delivered now:
     /// Redis is away, so local members get them unstored.
     pub fn deliver_all(&mut self) -> Vec<(RoomName, EventText)> {
@@ -204,18 +239,29 @@ pub fn backoff(attempt: u32) -> Duration {
 
 /// The highest sequence number delivered per origin, to drop repeats of a
 /// batch that was published again after a failure.
+///
+/// With one Redis every event of an origin comes back on one connection, in
+/// the order it was sent, so one number per origin will do (`scope` is
+/// empty). In a cluster each channel is served by its own shard, and events
+/// of different channels overtake each other on the way back: there the
+/// number is kept per origin and channel (`scope` is the channel).
 #[derive(Debug, Default)]
-pub struct Seen(HashMap<String, u64>);
+pub struct Seen(HashMap<(String, String), u64>);
 
 impl Seen {
-    /// Whether event `seq` of `origin` is news, remembering it if so.
-    pub fn is_new(&mut self, origin: String, seq: u64) -> bool {
-        let last = self.0.entry(origin).or_insert(0);
+    /// Whether event `seq` of `origin` in `scope` is news, remembering it if so.
+    pub fn is_new(&mut self, origin: String, scope: &str, seq: u64) -> bool {
+        let last = self.0.entry((origin, scope.to_string())).or_insert(0);
         let new = seq > *last;
         if new {
             *last = seq;
         }
         new
+    }
+
+    /// Forgets `scope` (a room channel no longer followed).
+    pub fn forget(&mut self, scope: &str) {
+        self.0.retain(|(_, s), _| s != scope);
     }
 }
 
@@ -340,15 +386,53 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_sends_and_confirms_room_by_room() {
+        let mut outbox = Outbox::new(10);
+        let (ops, dev) = (RoomName::parse("ops").unwrap(), RoomName::general());
+        outbox.store(ops.clone(), EventText::from("o1"), false);
+        outbox.store(dev.clone(), EventText::from("d1"), false);
+        outbox.store(ops.clone(), EventText::from("o2"), false);
+
+        let not_ops = outbox.unsent(
+            10,
+            |q| matches!(q, Queued::Store { room, .. } if *room == ops),
+        );
+        assert_eq!(not_ops.iter().map(|q| q.seq()).collect::<Vec<_>>(), [2]);
+        outbox.remove(&[2]);
+        let held: Vec<String> = outbox
+            .deliver_room(&ops)
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(held, ["o1", "o2"]);
+        assert!(outbox.deliver_room(&ops).is_empty(), "once");
+        assert_eq!(outbox.unsent(10, |_| false).len(), 2);
+    }
+
+    #[test]
     fn a_batch_sent_twice_is_delivered_once() {
         let mut seen = Seen::default();
         let delivered: Vec<(&str, u64)> =
             [("a", 1), ("a", 2), ("b", 1), ("a", 1), ("a", 2), ("a", 3)]
                 .into_iter()
-                .filter(|(origin, seq)| seen.is_new(origin.to_string(), *seq))
+                .filter(|(origin, seq)| seen.is_new(origin.to_string(), "", *seq))
                 .collect();
 
         assert_eq!(delivered, [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
+    }
+
+    #[test]
+    fn in_a_cluster_channels_may_overtake_each_other() {
+        let mut seen = Seen::default();
+        // Room x's event 2 arrives before room y's event 1, then x's 2 again.
+        assert!(seen.is_new("a".into(), "x", 2));
+        assert!(
+            seen.is_new("a".into(), "y", 1),
+            "another channel's older event"
+        );
+        assert!(!seen.is_new("a".into(), "x", 2), "a repeat");
+        seen.forget("x");
+        assert!(seen.is_new("a".into(), "x", 2), "forgotten with its room");
     }
 
     #[test]

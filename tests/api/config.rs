@@ -29,6 +29,34 @@ fn an_invalid_setting_stops_start_up_with_exit_code_2_and_one_line_naming_it() {
 }
 
 #[test]
+fn a_cluster_and_a_single_redis_together_stop_start_up_with_one_line_naming_both() {
+    let cases: [&[(&str, &str)]; 3] = [
+        &[
+            ("REDIS_CLUSTER_NODES", "127.0.0.1:7000"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ],
+        &[
+            ("REDIS_CLUSTER_NODES", "127.0.0.1:7000"),
+            ("REDIS_HOST", "127.0.0.1"),
+        ],
+        &[("REDIS_CLUSTER_NODES", "127.0.0.1")],
+    ];
+    for env in cases {
+        let output = chatd_command(env)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("chatd runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{env:?}: one line, got {stderr}");
+        for (var, _) in env {
+            assert!(lines[0].contains(var), "{env:?}: {}", lines[0]);
+        }
+    }
+}
+
+#[test]
 fn api_port_zero_binds_a_free_port_and_logs_it() {
     let mut server = ServerProcess::start(&[]);
     assert_ne!(server.address.port(), 0);

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app_with, Ending, TestApp, WsClient, WAIT};
 
-const SECRET: &str = "test-secret-0123456789";
+pub const SECRET: &str = "test-secret-0123456789";
 const ES256_PUBLIC: &[u8] = include_bytes!("../fixtures/es256-public.pem");
 const ES256_PRIVATE: &[u8] = include_bytes!("../fixtures/es256-private.pem");
 

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatd::config::RedisSettings;
+use chatd::config::{RedisSettings, RedisTarget};
 use libc::SIGTERM;
 use serde_json::Value;
 
@@ -23,7 +23,7 @@ pub async fn spawn_relay_app(redis_url: &str) -> TestApp {
 
 pub async fn spawn_relay_app_with_outbox(redis_url: &str, outbox_capacity: usize) -> TestApp {
     let settings = RedisSettings {
-        url: redis_url.to_string(),
+        target: RedisTarget::Server(redis_url.to_string()),
         channel: "chatd:events".into(),
         outbox_capacity,
     };

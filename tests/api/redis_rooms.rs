@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chatd::config::RedisSettings;
+use chatd::config::{RedisSettings, RedisTarget};
 
 use crate::helpers::{spawn_app_with, TestApp, WsClient, WAIT};
 use crate::redis::{copies_of, events_for, spawn_relay_app, wait_for_redis};
@@ -14,7 +14,7 @@ use crate::stall_proxy::StallProxy;
 /// An app on `redis_url` with the rate limit out of the way.
 pub async fn spawn_chatty_app(redis_url: &str) -> TestApp {
     let settings = RedisSettings {
-        url: redis_url.to_string(),
+        target: RedisTarget::Server(redis_url.to_string()),
         channel: "chatd:events".into(),
         outbox_capacity: 10_000,
     };

@@ -14,7 +14,7 @@ pub struct Options {
 }
 
 /// Options that take no value.
-const FLAGS: &[&str] = &["json", "cross", "kill", "compress"];
+const FLAGS: &[&str] = &["json", "cross", "cluster", "kill", "compress"];
 
 impl Options {
     /// # Errors

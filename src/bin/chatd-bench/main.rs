@@ -10,6 +10,7 @@
 //! can tell when the tool, not the server, was the limit.
 
 mod args;
+mod cluster;
 mod conn;
 mod deploy;
 mod fleet;
@@ -64,7 +65,10 @@ modes (defaults in brackets):
            --drain [15] --history-size [10000]
   suite    the standard set against fresh chatd processes it starts: see BENCHMARKS.md
            --chatd [next to this binary] --server-cpu [none; e.g. 0] --cross (also cross, via redis-server)
-           --only [all] a comma list of ramp, rooms, idle, steps, connect, deploy, cross
+           --cluster (also cross, cross-cluster, rooms-redis, rooms-cluster: cross and rooms through one
+           redis-server and through a local Redis Cluster of 3 masters and 3 replicas, with commands per shard)
+           --only [all] a comma list of ramp, rooms, idle, steps, connect, connect-token, deploy, cross,
+           cross-cluster, rooms-redis, rooms-cluster
            --kill (deploy with SIGKILL)
 
 every mode: --addr [127.0.0.1:8000] --server-pid [from GET /status] --in-flight [500]

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::args::Options;
+use crate::cluster::Cluster;
 use crate::fleet::{Pacing, PhaseReport};
 use crate::modes::{self, Dialing, Load, Ramp, Target};
 use crate::rooms::Rooms;
@@ -43,7 +44,7 @@ pub(crate) const DIALING: Dialing = Dialing {
 
 /// Starts `command` so that it is killed if this tool dies first: an
 /// interrupted `just bench` must not leave servers behind.
-fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
@@ -57,6 +58,12 @@ fn spawn_tied(command: &mut Command) -> std::io::Result<Child> {
 
 /// A child process stopped (SIGKILL) when dropped.
 pub(crate) struct Process(Child);
+
+impl From<Child> for Process {
+    fn from(child: Child) -> Self {
+        Self(child)
+    }
+}
 
 impl Process {
     pub(crate) fn id(&self) -> u32 {
@@ -208,7 +215,7 @@ pub(crate) fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
     Ok((redis, port))
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -252,6 +259,7 @@ pub fn run(options: &Options) -> Result<(), String> {
     let cpu: Option<String> = options.optional("server-cpu")?;
     let cpu = cpu.as_deref();
     let with_cross = options.flag("cross");
+    let with_cluster = options.flag("cluster");
     let deploy: Benchmark = if options.flag("kill") {
         bench_deploy_kill
     } else {
@@ -259,7 +267,7 @@ pub fn run(options: &Options) -> Result<(), String> {
     };
     let only: Option<String> = options.optional("only")?;
     options.check_all_read()?;
-    let benchmarks: [(&str, Benchmark); 8] = [
+    let benchmarks: [(&str, Benchmark); 11] = [
         ("ramp", bench_ramp),
         ("rooms", bench_rooms),
         ("idle", bench_idle),
@@ -268,10 +276,15 @@ pub fn run(options: &Options) -> Result<(), String> {
         ("connect-token", bench_connect_token),
         ("deploy", deploy),
         ("cross", bench_cross),
+        ("cross-cluster", bench_cross_cluster),
+        ("rooms-redis", bench_rooms_redis),
+        ("rooms-cluster", bench_rooms_cluster),
     ];
     let chosen = |name: &str| match &only {
         Some(only) => only.split(',').any(|o| o.trim() == name),
-        None => name != "cross" || with_cross,
+        None if name == "cross" => with_cross || with_cluster,
+        None if name.ends_with("-cluster") || name == "rooms-redis" => with_cluster,
+        None => true,
     };
     if let Some(unknown) = only
         .iter()
@@ -279,7 +292,8 @@ pub fn run(options: &Options) -> Result<(), String> {
         .find(|o| !benchmarks.iter().any(|(name, _)| name == &o.trim()))
     {
         return Err(format!(
-            "--only {unknown:?}: expected ramp, rooms, idle, steps, connect, connect-token, deploy or cross"
+            "--only {unknown:?}: expected ramp, rooms, idle, steps, connect, connect-token, deploy, \
+             cross, cross-cluster, rooms-redis or rooms-cluster"
         ));
     }
     println!("{}\n", machine());
@@ -313,9 +327,10 @@ pub(crate) fn chatd_path(options: &Options) -> Result<PathBuf, String> {
 fn with_server<T>(
     chatd: &Path,
     cpu: Option<&str>,
+    env: &[(&str, &str)],
     body: impl FnOnce(&Server) -> Result<T, String>,
 ) -> Result<T, String> {
-    let server = Server::start(chatd, cpu, &[])?;
+    let server = Server::start(chatd, cpu, env)?;
     body(&server)
 }
 
@@ -361,6 +376,16 @@ fn bench_rooms(chatd: &Path, cpu: Option<&str>) -> Row {
         "\n== rooms: 10,000 clients in 1,000 rooms of 10, one sender per room, from 2,000 msgs/s in all \
          ×1.25 per 3 s step until two steps in a row miss p99 ≤ 100 ms, lose a message or get one from another room"
     );
+    let (load, ramp) = rooms_load();
+    Row {
+        benchmark: "rooms, 10,000 clients in 1,000 rooms of 10",
+        result: ramp_result(chatd, cpu, load, ramp),
+        target: "≥ 1,000,000 deliveries/s, p99 ≤ 100 ms, nothing lost, none from another room",
+    }
+}
+
+/// `rooms`: 10,000 clients in 1,000 rooms of 10, one sender per room.
+fn rooms_load() -> (Load, Ramp) {
     let load = Load {
         clients: 10_000,
         rooms: Rooms::Named(1000),
@@ -376,18 +401,90 @@ fn bench_rooms(chatd: &Path, cpu: Option<&str>) -> Row {
         max_rate: 300_000.0,
         p99_limit: Duration::from_millis(100),
     };
+    (load, ramp)
+}
+
+/// `rooms` with chatd storing every message in one Redis: the figure the
+/// cluster's is set beside.
+fn bench_rooms_redis(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== rooms-redis: rooms, with every message stored in one redis-server");
+    let (load, ramp) = rooms_load();
+    let result = start_redis(cpu).map(|(_redis, port)| {
+        let url = format!("redis://127.0.0.1:{port}");
+        ramp_result_with(chatd, cpu, &[("REDIS_URL", url.as_str())], load, ramp)
+    });
     Row {
-        benchmark: "rooms, 10,000 clients in 1,000 rooms of 10",
-        result: ramp_result(chatd, cpu, load, ramp),
-        target: "≥ 1,000,000 deliveries/s, p99 ≤ 100 ms, nothing lost, none from another room",
+        benchmark: "rooms through one Redis, 10,000 clients in 1,000 rooms of 10",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "beside rooms-cluster",
     }
+}
+
+/// `rooms` with chatd on a Redis Cluster of three masters: every message is
+/// stored on the shard of its room; the table also says how the commands
+/// spread over the shards.
+fn bench_rooms_cluster(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!(
+        "\n== rooms-cluster: rooms, with every message stored in a Redis Cluster of 3 masters"
+    );
+    let (load, ramp) = rooms_load();
+    let result = Cluster::start(cpu).and_then(|cluster| {
+        cluster.reset_stats()?;
+        let seeds = cluster.seeds();
+        let ramp = ramp_result_with(
+            chatd,
+            cpu,
+            &[("REDIS_CLUSTER_NODES", seeds.as_str())],
+            load,
+            ramp,
+        );
+        Ok(format!("{ramp}; {}", shard_spread(&cluster)?))
+    });
+    Row {
+        benchmark: "rooms through a Redis Cluster (3 masters), 10,000 clients in 1,000 rooms of 10",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "deliveries/s beside rooms-redis; load spread evenly over the shards",
+    }
+}
+
+/// Each master's share of the room appends and of all commands.
+fn shard_spread(cluster: &Cluster) -> Result<String, String> {
+    let loads = cluster.load_per_master()?;
+    let appends: u64 = loads.iter().map(|l| l.appends).sum::<u64>().max(1);
+    let commands: u64 = loads.iter().map(|l| l.commands).sum::<u64>().max(1);
+    let shares: Vec<String> = loads
+        .iter()
+        .map(|l| {
+            format!(
+                ":{} {} appends ({:.1}%), {} commands ({:.1}%)",
+                l.port,
+                report::thousands(l.appends),
+                100.0 * l.appends as f64 / appends as f64,
+                report::thousands(l.commands),
+                100.0 * l.commands as f64 / commands as f64
+            )
+        })
+        .collect();
+    println!("per shard: {}", shares.join("; "));
+    Ok(format!("per shard: {}", shares.join("; ")))
 }
 
 /// Runs `ramp` with `load` against a fresh chatd, printing every step, and
 /// sums it up for the table.
 fn ramp_result(chatd: &Path, cpu: Option<&str>, load: Load, ramp: Ramp) -> String {
+    ramp_result_with(chatd, cpu, &[], load, ramp)
+}
+
+/// [`ramp_result`] with chatd started with `env` added.
+fn ramp_result_with(
+    chatd: &Path,
+    cpu: Option<&str>,
+    env: &[(&str, &str)],
+    load: Load,
+    ramp: Ramp,
+) -> String {
     println!("{}", report::PHASE_HEADER);
-    let result = with_server(chatd, cpu, |server| {
+    let result = with_server(chatd, cpu, env, |server| {
         bounded(modes::ramp(
             server.target(),
             load,
@@ -449,7 +546,7 @@ fn failure(step: &PhaseReport) -> String {
 
 fn bench_idle(chatd: &Path, cpu: Option<&str>) -> Row {
     println!("\n== idle: 10,000 connections");
-    let result = with_server(chatd, cpu, |server| {
+    let result = with_server(chatd, cpu, &[], |server| {
         let target = server.target();
         let pid = target.pid.expect("the suite knows its server's pid");
         bounded(modes::idle(
@@ -491,7 +588,7 @@ fn bench_steps(chatd: &Path, cpu: Option<&str>) -> Row {
         pad: 0,
         drain: Duration::from_secs(2),
     };
-    let result = with_server(chatd, cpu, |server| {
+    let result = with_server(chatd, cpu, &[], |server| {
         bounded(modes::steps(
             server.target(),
             load,
@@ -538,7 +635,7 @@ fn bench_connect(chatd: &Path, cpu: Option<&str>) -> Row {
         in_flight: 2000,
         ..DIALING
     };
-    let result = with_server(chatd, cpu, |server| {
+    let result = with_server(chatd, cpu, &[], |server| {
         bounded(async { Ok(modes::connect(server.addr, 10_000, dialing).await) })
     })
     .map(|connect| connect_result(&connect));
@@ -597,6 +694,32 @@ fn bench_connect_token(chatd: &Path, cpu: Option<&str>) -> Row {
 
 fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
     println!("\n== cross: 10 senders at 1,000 msgs/s on process A; 50 receivers on A, 50 on B, through Redis");
+    let result = start_redis(cpu).and_then(|(_redis, port)| {
+        let url = format!("redis://127.0.0.1:{port}");
+        cross_result(chatd, cpu, &[("REDIS_URL", url.as_str())])
+    });
+    Row {
+        benchmark: "cross, 1,000 msgs/s through Redis",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≤ 1 ms added at p50, ≤ 5 ms at p99",
+    }
+}
+
+fn bench_cross_cluster(chatd: &Path, cpu: Option<&str>) -> Row {
+    println!("\n== cross-cluster: as cross, through a Redis Cluster of 3 masters and 3 replicas");
+    let result = Cluster::start(cpu).and_then(|cluster| {
+        let seeds = cluster.seeds();
+        cross_result(chatd, cpu, &[("REDIS_CLUSTER_NODES", seeds.as_str())])
+    });
+    Row {
+        benchmark: "cross, 1,000 msgs/s through a Redis Cluster",
+        result: result.unwrap_or_else(|err| format!("error: {err}")),
+        target: "≤ 1 ms added at p50, ≤ 5 ms at p99",
+    }
+}
+
+/// `cross` between two chatd started with `env`.
+fn cross_result(chatd: &Path, cpu: Option<&str>, env: &[(&str, &str)]) -> Result<String, String> {
     let load = Load {
         clients: 100,
         rooms: Rooms::General,
@@ -606,12 +729,9 @@ fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
         pad: 0,
         drain: Duration::from_secs(3),
     };
-    let result = (|| {
-        let (_redis, port) = start_redis(cpu)?;
-        let url = format!("redis://127.0.0.1:{port}");
-        let env = [("REDIS_URL", url.as_str())];
-        let a = Server::start(chatd, cpu, &env)?;
-        let b = Server::start(chatd, cpu, &env)?;
+    {
+        let a = Server::start(chatd, cpu, env)?;
+        let b = Server::start(chatd, cpu, env)?;
         let phase = bounded(modes::cross(
             a.target(),
             b.addr,
@@ -641,11 +761,6 @@ fn bench_cross(chatd: &Path, cpu: Option<&str>) -> Row {
             remote_expected.saturating_sub(remote.count()),
             remote_expected
         ))
-    })();
-    Row {
-        benchmark: "cross, 1,000 msgs/s through Redis",
-        result: result.unwrap_or_else(|err| format!("error: {err}")),
-        target: "≤ 1 ms added at p50, ≤ 5 ms at p99",
     }
 }
 
