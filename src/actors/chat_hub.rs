@@ -172,7 +172,7 @@ pub struct Remote {
     /// Its offset in the room's history, when it was stored.
     pub offset: Option<u64>,
     /// The event as the origin process serialized it.
-    pub frame: EventText,
+    pub event: EventText,
 }
 
 /// A stored event of this process back from the bridge, for local members.
@@ -184,7 +184,7 @@ pub struct Stored {
     /// Its offset; `None` when Redis was away and it is delivered unstored.
     pub offset: Option<u64>,
     /// The event as the members get it (with its offset, when it has one).
-    pub frame: EventText,
+    pub event: EventText,
 }
 
 /// The bridge's latest counts of the clients connected to other live processes.
@@ -306,7 +306,7 @@ pub struct Publish {
     /// Who it is for, on the other processes.
     pub audience: Audience,
     /// The event as this process serialized it; other processes deliver it as is.
-    pub frame: EventText,
+    pub event: EventText,
 }
 
 /// An event to store in a room's history (Redis): the bridge gives it its
@@ -557,10 +557,7 @@ impl ChatHub {
 
     fn publish(&self, audience: Audience, event: EventText) {
         if let Some(bridge) = &self.bridge {
-            bridge.publish.do_send(Publish {
-                audience,
-                frame: event,
-            });
+            bridge.publish.do_send(Publish { audience, event });
         }
     }
 
@@ -1195,8 +1192,8 @@ impl Handler<Remote> for ChatHub {
         match (&msg.audience, msg.offset) {
             // A room event without an offset from another process is not
             // part of the conversation (typing).
-            (Audience::Room(room), None) => self.broadcast_aside(room, &msg.frame, ctx),
-            _ => self.broadcast(&msg.audience, msg.offset, &msg.frame, ctx),
+            (Audience::Room(room), None) => self.broadcast_aside(room, &msg.event, ctx),
+            _ => self.broadcast(&msg.audience, msg.offset, &msg.event, ctx),
         }
     }
 }
@@ -1205,7 +1202,7 @@ impl Handler<Stored> for ChatHub {
     type Result = ();
 
     fn handle(&mut self, msg: Stored, ctx: &mut Self::Context) {
-        self.broadcast(&Audience::Room(msg.room), msg.offset, &msg.frame, ctx);
+        self.broadcast(&Audience::Room(msg.room), msg.offset, &msg.event, ctx);
     }
 }
 

@@ -537,14 +537,14 @@ impl RedisBridge {
             self.hub.do_send(Stored {
                 room,
                 offset: Some(offset),
-                frame: streams::with_offset(&event, offset),
+                event: streams::with_offset(&event, offset),
             });
         }
         for (room, event) in self.outbox.deliver_all() {
             self.hub.do_send(Stored {
                 room,
                 offset: None,
-                frame: streams::unnumbered(&event),
+                event: streams::unnumbered(&event),
             });
         }
         for read in std::mem::take(&mut self.waiting_reads) {
@@ -592,7 +592,7 @@ impl RedisBridge {
         self.hub.do_send(Remote {
             audience,
             offset: envelope.offset,
-            frame: EventText::from(envelope.frame),
+            event: EventText::from(envelope.frame),
         });
     }
 
@@ -699,7 +699,7 @@ impl RedisBridge {
             self.hub.do_send(Stored {
                 room,
                 offset: None,
-                frame: streams::unnumbered(&event),
+                event: streams::unnumbered(&event),
             });
         }
         self.status.dropped.fetch_add(1, Ordering::Relaxed);
@@ -969,7 +969,7 @@ impl Handler<Publish> for RedisBridge {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         let channel = self.channels.of(&msg.audience);
-        let dropped = self.outbox.publish(&self.server, channel, &msg.frame);
+        let dropped = self.outbox.publish(&self.server, channel, &msg.event);
         self.dropped(dropped, ctx);
         self.status
             .outbox
@@ -987,7 +987,7 @@ impl Handler<StoreEvent> for RedisBridge {
             self.hub.do_send(Stored {
                 room: msg.room.clone(),
                 offset: None,
-                frame: streams::unnumbered(&msg.event),
+                event: streams::unnumbered(&msg.event),
             });
         }
         let dropped = self.outbox.store(msg.room, msg.event, deliver_now);

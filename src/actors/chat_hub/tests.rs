@@ -488,7 +488,7 @@ async fn a_join_waiting_for_its_history_gets_what_came_after_it_once() {
         hub.do_send(Remote {
             audience: Audience::Room(room("ops")),
             offset: Some(offset),
-            frame,
+            event: frame,
         });
     }
     let replay = Replay {
@@ -546,7 +546,7 @@ async fn with_redis_a_message_is_stored_before_local_members_get_it() {
     hub.do_send(Stored {
         room: room("ops"),
         offset: Some(1),
-        frame: crate::redis::history::with_offset(&store.event, 1),
+        event: crate::redis::history::with_offset(&store.event, 1),
     });
     let echo = next_event(&mut rx).await;
     assert_eq!(
@@ -633,7 +633,7 @@ async fn a_history_ahead_of_the_live_events_skips_them_until_they_catch_up() {
         hub.do_send(Remote {
             audience: Audience::Room(room("ops")),
             offset: Some(offset),
-            frame,
+            event: frame,
         });
     }
 
@@ -680,7 +680,7 @@ async fn a_joiner_that_catches_up_mid_turn_gets_none_of_its_history_again() {
         hub.do_send(Remote {
             audience: Audience::Room(room("ops")),
             offset: Some(offset),
-            frame,
+            event: frame,
         });
     }
 

@@ -132,7 +132,7 @@ impl RedisBridge {
                 self.hub.do_send(Stored {
                     room: room.clone(),
                     offset: None,
-                    frame: streams::unnumbered(&event),
+                    event: streams::unnumbered(&event),
                 });
             }
             // One line when rooms start going local, not one per room: a
