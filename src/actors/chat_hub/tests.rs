@@ -441,6 +441,28 @@ fn stored(offset: u64) -> (u64, EventText) {
     )
 }
 
+/// A history of `ops` holding the events at `offsets`, the last one its top.
+fn history_of(offsets: &[u64]) -> Replay {
+    Replay {
+        epoch: Epoch::from_stored("e1".into()),
+        offset: *offsets.last().expect("at least one event"),
+        recovered: None,
+        events: offsets.iter().map(|&offset| stored(offset)).collect(),
+    }
+}
+
+/// The events at `offsets` of `ops` arrive from the room's channel.
+fn arrive_live(hub: &Addr<ChatHub>, offsets: impl IntoIterator<Item = u64>) {
+    for offset in offsets {
+        let (offset, event) = stored(offset);
+        hub.do_send(Remote {
+            audience: Audience::Room(room("ops")),
+            offset: Some(offset),
+            event,
+        });
+    }
+}
+
 #[actix_rt::test]
 async fn rooms_open_and_close_with_their_first_and_last_member() {
     let (hub, mut bridge) = redis_hub();
@@ -483,21 +505,8 @@ async fn a_join_waiting_for_its_history_gets_what_came_after_it_once() {
 
     // Live events arrive while the history is read: 5 will be in the
     // history too, 6 and 7 not.
-    for offset in [5, 6, 7] {
-        let (offset, frame) = stored(offset);
-        hub.do_send(Remote {
-            audience: Audience::Room(room("ops")),
-            offset: Some(offset),
-            event: frame,
-        });
-    }
-    let replay = Replay {
-        epoch: Epoch::from_stored("e1".into()),
-        offset: 5,
-        recovered: None,
-        events: vec![stored(4), stored(5)],
-    };
-    answer_read(&hub, &mut bridge, Some(replay)).await;
+    arrive_live(&hub, [5, 6, 7]);
+    answer_read(&hub, &mut bridge, Some(history_of(&[4, 5]))).await;
 
     let welcome = next_event(&mut rx).await;
     assert_eq!(welcome["type"], "welcome", "always first: {welcome}");
@@ -619,23 +628,10 @@ async fn a_history_ahead_of_the_live_events_skips_them_until_they_catch_up() {
     let (hub, mut bridge) = redis_hub();
     let (_, mut rx) = connect_to_ops(&hub, &mut bridge).await;
     // The stream already has 7; its live copies are still on their way.
-    let replay = Replay {
-        epoch: Epoch::from_stored("e1".into()),
-        offset: 7,
-        recovered: None,
-        events: vec![stored(6), stored(7)],
-    };
-    answer_read(&hub, &mut bridge, Some(replay)).await;
+    answer_read(&hub, &mut bridge, Some(history_of(&[6, 7]))).await;
     assert_eq!(next_event(&mut rx).await["type"], "welcome");
 
-    for offset in [6, 7, 8, 9] {
-        let (offset, frame) = stored(offset);
-        hub.do_send(Remote {
-            audience: Audience::Room(room("ops")),
-            offset: Some(offset),
-            event: frame,
-        });
-    }
+    arrive_live(&hub, [6, 7, 8, 9]);
 
     for expected in [8, 9] {
         assert_eq!(next_event(&mut rx).await["offset"], expected);
@@ -664,25 +660,12 @@ async fn a_joiner_that_catches_up_mid_turn_gets_none_of_its_history_again() {
         deflate: None,
         rooms: vec![(room("ops"), None)],
     });
-    let replay = Replay {
-        epoch: Epoch::from_stored("e1".into()),
-        offset: 7,
-        recovered: None,
-        events: vec![stored(6), stored(7)],
-    };
-    answer_read(&hub, &mut bridge, Some(replay)).await;
+    answer_read(&hub, &mut bridge, Some(history_of(&[6, 7]))).await;
     assert_eq!(next_event(&mut joiner_rx).await["type"], "welcome");
 
     // 6 and 7 come live in the same turn as 8, which lets the joiner in:
     // the member gets all of them, the joiner only what its history lacks.
-    for offset in [6, 7, 8, 9] {
-        let (offset, frame) = stored(offset);
-        hub.do_send(Remote {
-            audience: Audience::Room(room("ops")),
-            offset: Some(offset),
-            event: frame,
-        });
-    }
+    arrive_live(&hub, [6, 7, 8, 9]);
 
     for expected in [6, 7, 8, 9] {
         assert_eq!(next_event(&mut member_rx).await["offset"], expected);
