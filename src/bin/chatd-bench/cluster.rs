@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::suite::{free_port, spawn_tied, Process};
+use crate::suite::{free_port, redis_server, spawn_tied, Process};
 
 /// A running cluster; its nodes are killed and its folder removed on drop.
 pub(crate) struct Cluster {
@@ -30,7 +30,7 @@ impl Cluster {
     /// Starts six nodes (pinned to `cpu` when given) and makes a cluster of them.
     ///
     /// # Errors
-    /// A node does not start, or the cluster does not form within 30 s.
+    /// A node does not start, or the cluster does not form within 60 s (a loaded machine has been seen to need more than 30).
     pub(crate) fn start(cpu: Option<&str>) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("chatd-bench-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|err| format!("no temporary folder: {err}"))?;
@@ -40,28 +40,13 @@ impl Cluster {
             let (port, bus) = (free_port()?, free_port()?);
             let node_dir = dir.join(format!("node{n}"));
             std::fs::create_dir_all(&node_dir).map_err(|err| format!("no node folder: {err}"))?;
-            let mut command = match cpu {
-                Some(cpu) => {
-                    let mut taskset = Command::new("taskset");
-                    taskset.arg("-c").arg(cpu).arg("redis-server");
-                    taskset
-                }
-                None => Command::new("redis-server"),
-            };
+            let mut command = redis_server(cpu, port);
             command
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--cluster-port",
-                    &bus.to_string(),
-                ])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-port", &bus.to_string()])
                 .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                 .args(["--cluster-require-full-coverage", "no"])
                 .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .arg(&node_dir);
             let child = spawn_tied(&mut command)
                 .map_err(|err| format!("cannot start redis-server: {err}"))?;
             nodes.push(Process::from(child));
@@ -99,12 +84,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Polls until `ready` holds on every node, for at most 30 s.
+    /// Polls until `ready` holds on every node, for at most 60 s.
     fn wait(&self, ready: impl Fn(u16) -> bool) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !self.ports.iter().all(|port| ready(*port)) {
             if Instant::now() > deadline {
-                return Err("the cluster did not form within 30 s".into());
+                return Err("the cluster did not form within 60 s".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -183,10 +183,10 @@ impl Server {
     }
 }
 
-/// A throwaway redis-server on a free loopback port, for `cross` and
-/// `deploy`.
-pub(crate) fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
-    let port = free_port()?;
+/// A `redis-server` on loopback `port` that keeps nothing on disk, pinned
+/// to `cpu` when given, its output dropped; the caller adds what else it
+/// needs and spawns it.
+pub(crate) fn redis_server(cpu: Option<&str>, port: u16) -> Command {
     let mut command = match cpu {
         Some(cpu) => {
             let mut taskset = Command::new("taskset");
@@ -201,6 +201,14 @@ pub(crate) fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
         .arg(port.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    command
+}
+
+/// A throwaway redis-server on a free loopback port, for `cross` and
+/// `deploy`.
+pub(crate) fn start_redis(cpu: Option<&str>) -> Result<(Process, u16), String> {
+    let port = free_port()?;
+    let mut command = redis_server(cpu, port);
     let child =
         spawn_tied(&mut command).map_err(|err| format!("cannot start redis-server: {err}"))?;
     let mut redis = Process(child);
