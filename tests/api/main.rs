@@ -18,6 +18,7 @@ mod notify;
 mod raw_ws;
 mod redis;
 mod redis_cluster;
+#[path = "../common/redis_server.rs"]
 mod redis_helpers;
 mod redis_history;
 mod redis_identity;

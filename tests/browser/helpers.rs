@@ -113,7 +113,7 @@ impl TestChat {
     /// `None` when the test skips (no browser, or no redis-server outside CI).
     pub fn start_with_redis(env: &[(&str, &str)]) -> Option<Self> {
         let browser = Browser::launch()?;
-        let redis = RedisServer::start_or_skip()?;
+        let redis = RedisServer::start_or_skip("a browser test with Redis behind chatd")?;
         Some(Self::with_browser(browser, env, Some(redis)))
     }
 
