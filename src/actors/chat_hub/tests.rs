@@ -142,15 +142,11 @@ async fn the_messages_of_one_turn_reach_a_session_in_one_delivery() {
     }
     let hub = ChatHub::new(ServerId::generate(), history(), None).start();
     let (tx, mut deliveries) = mpsc::unbounded_channel();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session: Counter(tx).start().recipient(),
-        deflate: None,
-        rooms: vec![(RoomName::general(), None)],
-    });
+    let id = connect_guest(
+        &hub,
+        Counter(tx).start().recipient(),
+        vec![(RoomName::general(), None)],
+    );
 
     for n in 0..3 {
         hub.do_send(Say {
@@ -189,15 +185,7 @@ async fn a_drain_tells_every_member_and_reports_when_the_last_leaves() {
     }
     let hub = ChatHub::new(ServerId::generate(), history(), None).start();
     let (session, mut rx) = probe();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session,
-        deflate: None,
-        rooms: vec![(RoomName::general(), None)],
-    });
+    let id = connect_guest(&hub, session, vec![(RoomName::general(), None)]);
     let (empty_tx, mut empty_rx) = mpsc::unbounded_channel();
     let deadline = Instant::now() + Duration::from_secs(30);
 
@@ -223,6 +211,24 @@ async fn a_drain_tells_every_member_and_reports_when_the_last_leaves() {
         .expect("told when the last member left");
 }
 
+/// Connects `session` as a guest starting in `rooms`; its id.
+fn connect_guest(
+    hub: &Addr<ChatHub>,
+    session: Recipient<Deliver>,
+    rooms: Vec<(RoomName, Option<Since>)>,
+) -> SessionId {
+    let id = SessionId::next();
+    hub.do_send(Connect {
+        id,
+        name: DisplayName::guest(id),
+        user: None,
+        session,
+        deflate: None,
+        rooms,
+    });
+    id
+}
+
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).unwrap()
 }
@@ -233,15 +239,11 @@ async fn connect_in(
     rooms: &[&str],
 ) -> (SessionId, mpsc::UnboundedReceiver<String>) {
     let (session, mut rx) = probe();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
+    let id = connect_guest(
+        hub,
         session,
-        deflate: None,
-        rooms: rooms.iter().map(|r| (room(r), None)).collect(),
-    });
+        rooms.iter().map(|r| (room(r), None)).collect(),
+    );
     let welcome = next_event(&mut rx).await;
     assert_eq!(welcome["type"], "welcome");
     assert_eq!(welcome["rooms"].as_array().unwrap().len(), rooms.len());
@@ -291,15 +293,11 @@ async fn a_turn_across_rooms_is_one_delivery_per_session() {
     }
     let hub = ChatHub::new(ServerId::generate(), history(), None).start();
     let (tx, mut deliveries) = mpsc::unbounded_channel();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session: Counter(tx).start().recipient(),
-        deflate: None,
-        rooms: vec![(room("a"), None), (room("b"), None)],
-    });
+    let id = connect_guest(
+        &hub,
+        Counter(tx).start().recipient(),
+        vec![(room("a"), None), (room("b"), None)],
+    );
 
     for name in ["a", "b", "a"] {
         hub.do_send(Say {
@@ -388,15 +386,7 @@ async fn connect_to_ops(
     bridge: &mut mpsc::UnboundedReceiver<ToBridge>,
 ) -> (SessionId, mpsc::UnboundedReceiver<String>) {
     let (session, rx) = probe();
-    let id = SessionId::next();
-    hub.do_send(Connect {
-        id,
-        name: DisplayName::guest(id),
-        user: None,
-        session,
-        deflate: None,
-        rooms: vec![(room("ops"), None)],
-    });
+    let id = connect_guest(hub, session, vec![(room("ops"), None)]);
     let opened = told(bridge).await;
     assert!(
         matches!(&opened, ToBridge::Room(RoomChange::Opened(r)) if *r == room("ops")),
@@ -467,15 +457,7 @@ fn arrive_live(hub: &Addr<ChatHub>, offsets: impl IntoIterator<Item = u64>) {
 async fn rooms_open_and_close_with_their_first_and_last_member() {
     let (hub, mut bridge) = redis_hub();
     let (session, mut one_rx) = probe();
-    let one = SessionId::next();
-    hub.do_send(Connect {
-        id: one,
-        name: DisplayName::guest(one),
-        user: None,
-        session,
-        deflate: None,
-        rooms: vec![(room("ops"), None)],
-    });
+    let one = connect_guest(&hub, session, vec![(room("ops"), None)]);
     assert!(
         matches!(told(&mut bridge).await, ToBridge::Room(RoomChange::Opened(r)) if r == room("ops"))
     );
@@ -651,15 +633,7 @@ async fn a_joiner_that_catches_up_mid_turn_gets_none_of_its_history_again() {
 
     // A second session joins the busy room; its history already has 7.
     let (session, mut joiner_rx) = probe();
-    let joiner = SessionId::next();
-    hub.do_send(Connect {
-        id: joiner,
-        name: DisplayName::guest(joiner),
-        user: None,
-        session,
-        deflate: None,
-        rooms: vec![(room("ops"), None)],
-    });
+    connect_guest(&hub, session, vec![(room("ops"), None)]);
     answer_read(&hub, &mut bridge, Some(history_of(&[6, 7]))).await;
     assert_eq!(next_event(&mut joiner_rx).await["type"], "welcome");
 
